@@ -1,0 +1,1 @@
+"""dmsupdate: keep a fleet of replicated linked-data servers up to date from S3."""

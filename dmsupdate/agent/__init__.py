@@ -1,0 +1,1 @@
+"""The data-server agent `dms-update` (no Django here)."""

@@ -1,0 +1,87 @@
+"""Shared API plumbing: every error is JSON `{"error": code, "detail": text}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An API refusal with an explicit code, status and human-readable detail."""
+
+    def __init__(self, code: str, detail: str, status_code: int = 400, headers: dict | None = None):
+        self.code = code
+        self.status_code = status_code
+        self.headers = headers or {}
+        super().__init__(detail=detail, code=code)
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        return exc.code
+    if isinstance(exc, exceptions.ValidationError):
+        return "invalid"
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        return "unauthenticated"
+    if isinstance(exc, exceptions.PermissionDenied):
+        return "forbidden"
+    if isinstance(exc, exceptions.NotFound):
+        return "not_found"
+    if isinstance(exc, exceptions.Throttled):
+        return "throttled"
+    if isinstance(exc, exceptions.MethodNotAllowed):
+        return "method_not_allowed"
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return "unsupported_media_type"
+    if isinstance(exc, exceptions.ParseError):
+        return "parse_error"
+    if isinstance(exc, exceptions.NotAcceptable):
+        return "not_acceptable"
+    return getattr(exc, "default_code", "error")
+
+
+def _detail(data: Any) -> str:
+    if isinstance(data, dict):
+        if set(data) == {"detail"}:
+            return _detail(data["detail"])
+        return "; ".join(f"{k}: {_detail(v)}" for k, v in data.items())
+    if isinstance(data, list):
+        return "; ".join(_detail(v) for v in data)
+    return str(data)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF exception handler giving the contract's error body for every failure."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.messages)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("unhandled API error", exc_info=exc)
+        return Response(
+            {"error": "server_error", "detail": "internal error; the request id is in the logs"},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    body: dict[str, Any] = {"error": _code(exc), "detail": _detail(response.data)}
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
+        body["fields"] = exc.detail
+    if isinstance(exc, exceptions.Throttled) and exc.wait:
+        response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    response.data = body
+    return response
+
+
+def json_error(code: str, detail: str, status_code: int) -> JsonResponse:
+    """The same error body for plain Django views (404/500 handlers, /healthz)."""
+    return JsonResponse({"error": code, "detail": detail}, status=status_code)

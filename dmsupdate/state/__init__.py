@@ -1,0 +1,1 @@
+"""Framework-free core shared by the agent and the control plane (no Django here)."""

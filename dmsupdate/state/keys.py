@@ -1,0 +1,262 @@
+"""The state key layout (DESIGN §3): parse and format keys under a state root.
+
+Reading is lenient (any percent-escape, 1 to 9 fraction digits, the flat image
+form); writing is strict (labels checked, 9 fraction digits, nested form only).
+This module is the single parser shared by the agent and the control plane.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+NANOS = 1_000_000_000
+
+GRAPH_OPS = ("add", "replace", "drop")
+SPARQL_OPS = ("update", "postproc")
+UPDATE_OPS = GRAPH_OPS + SPARQL_OPS
+IMAGE_OPS = ("image", "dump")
+ALL_OPS = UPDATE_OPS + IMAGE_OPS
+
+RDF_FORMATS = ("ttl", "nt", "nq", "rdf")
+UPDATE_FORMATS = ("ru",)
+FORMATS_BY_OP: dict[str, tuple[str, ...]] = {
+    "add": RDF_FORMATS + tuple(f + ".gz" for f in RDF_FORMATS),
+    "replace": RDF_FORMATS + tuple(f + ".gz" for f in RDF_FORMATS),
+    "drop": ("",),
+    "update": ("ru", "ru.gz"),
+    "postproc": ("ru", "ru.gz"),
+    "image": ("tgz",),
+    "dump": ("nq.gz",),
+}
+
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_DATE = r"(?P<date>\d{4}-\d{2}-\d{2})"
+_TIME = r"(?P<time>\d{2}-\d{2}-\d{2}-\d{1,9})"
+_NAME = r"(?P<label>[^_/]+)_(?P<op>[a-z]+)(?:_(?P<arg>[^/]*?))?(?:\.(?P<format>[a-z]+(?:\.gz)?))?"
+_UPDATE_RE = re.compile(rf"updates/{_DATE}/{_TIME}/{_NAME}")
+_IMAGE_RE = re.compile(rf"images/{_DATE}/{_TIME}/{_NAME}")
+_FLAT_IMAGE_RE = re.compile(rf"images/{_DATE}-{_TIME}_{_NAME}")
+_EXTRA_RE = re.compile(r"images/(?:[^/]+\.opt|config\.ttl)")
+
+
+class InvalidKey(ValueError):
+    """Raised when a key or a key part does not follow the layout."""
+
+
+@dataclass(frozen=True)
+class EffectiveTime:
+    """A UTC instant with nanosecond precision, ordered numerically."""
+
+    nanos: int
+
+    @classmethod
+    def parse(cls, date: str, time: str) -> EffectiveTime:
+        """Parse `YYYY-MM-DD` and `hh-mm-ss-F` (F: 1 to 9 fraction digits)."""
+        try:
+            day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            hh, mm, ss, frac = time.split("-")
+            if not (len(hh) == len(mm) == len(ss) == 2 and frac.isdigit() and 1 <= len(frac) <= 9):
+                raise ValueError(time)
+            h, m, s = int(hh), int(mm), int(ss)
+            if h > 23 or m > 59 or s > 60:
+                raise ValueError(time)
+        except ValueError as exc:
+            raise InvalidKey(f"bad date/time {date!r} {time!r}") from exc
+        seconds = int(day.timestamp()) + h * 3600 + m * 60 + s
+        return cls(seconds * NANOS + int(frac.ljust(9, "0")))
+
+    @classmethod
+    def parse_text(cls, text: str) -> EffectiveTime:
+        """Parse the forms used in status files and the API.
+
+        Accepts `YYYY-MM-DD/hh-mm-ss-F`, `YYYY-MM-DD-hh-mm-ss-F` and ISO 8601
+        (`2016-01-15T04:00:01.262711077Z`, fraction up to 9 digits).
+        """
+        text = text.strip()
+        m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})[/-T](\d{2}-\d{2}-\d{2}-\d{1,9})", text)
+        if m:
+            return cls.parse(m.group(1), m.group(2))
+        m = re.fullmatch(
+            r"(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)?", text
+        )
+        if m:
+            return cls.parse(m.group(1), f"{m.group(2)}-{m.group(3)}-{m.group(4)}-{m.group(5) or '0'}")
+        raise InvalidKey(f"not an effective time: {text!r}")
+
+    @classmethod
+    def from_datetime(cls, value: datetime) -> EffectiveTime:
+        """Convert an aware datetime (microsecond precision) to an effective time."""
+        if value.tzinfo is None:
+            raise ValueError("effective times need an aware datetime")
+        delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return cls((delta.days * 86400 + delta.seconds) * NANOS + delta.microseconds * 1000)
+
+    @classmethod
+    def now(cls) -> EffectiveTime:
+        import time as _time
+
+        return cls(_time.time_ns())
+
+    @property
+    def date(self) -> str:
+        return self.to_datetime().strftime("%Y-%m-%d")
+
+    @property
+    def time(self) -> str:
+        return self.to_datetime().strftime("%H-%M-%S-") + f"{self.nanos % NANOS:09d}"
+
+    @property
+    def path(self) -> str:
+        """The `{date}/{time}` key segment, as written in keys and status.json."""
+        return f"{self.date}/{self.time}"
+
+    def to_datetime(self) -> datetime:
+        """The instant as an aware datetime (truncated to microseconds)."""
+        seconds, rest = divmod(self.nanos, NANOS)
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)
+
+    def isoformat(self) -> str:
+        """ISO 8601 with all nine fraction digits, e.g. `2016-01-15T04:00:01.262711077Z`."""
+        return self.to_datetime().strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.nanos % NANOS:09d}Z"
+
+    def __lt__(self, other: EffectiveTime) -> bool:
+        return self.nanos < other.nanos
+
+    def __le__(self, other: EffectiveTime) -> bool:
+        return self.nanos <= other.nanos
+
+    def __gt__(self, other: EffectiveTime) -> bool:
+        return self.nanos > other.nanos
+
+    def __ge__(self, other: EffectiveTime) -> bool:
+        return self.nanos >= other.nanos
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class StateKey:
+    """A parsed key: what it is, when it takes effect, and what it does."""
+
+    key: str
+    kind: str  # "update" | "image" | "extra"
+    op: str | None = None
+    label: str | None = None
+    effective: EffectiveTime | None = None
+    arg: str | None = None
+    format: str | None = None
+
+    @property
+    def graph(self) -> str | None:
+        return self.arg if self.op in GRAPH_OPS else None
+
+    @property
+    def component(self) -> str | None:
+        return self.arg if self.op == "postproc" else None
+
+    @property
+    def gzipped(self) -> bool:
+        return bool(self.format) and (self.format.endswith(".gz") or self.format == "tgz")
+
+    @property
+    def rdf_format(self) -> str | None:
+        """The syntax without compression: `ttl`, `nt`, `nq`, `rdf`, `ru`."""
+        if not self.format:
+            return None
+        return self.format.removesuffix(".gz")
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Replay order: effective time, then key (DESIGN §4)."""
+        return (self.effective.nanos if self.effective else -1, self.key)
+
+
+def escape_arg(value: str) -> str:
+    """Percent-escape a graph URI or component for a key: `%`, `/` and `.`."""
+    return value.replace("%", "%25").replace("/", "%2F").replace(".", "%2E")
+
+
+def check_label(label: str) -> str:
+    """Return the label when it may be written, else raise InvalidKey."""
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise InvalidKey(
+            f"label {label!r} must match [A-Za-z0-9][A-Za-z0-9-]{{0,63}} (no '_' or '/')"
+        )
+    return label
+
+
+def parse_key(key: str) -> StateKey:
+    """Parse a key relative to the state root; raise InvalidKey if it fits no form."""
+    if _EXTRA_RE.fullmatch(key):
+        return StateKey(key=key, kind="extra")
+    for kind, pattern in (("update", _UPDATE_RE), ("image", _IMAGE_RE), ("image", _FLAT_IMAGE_RE)):
+        m = pattern.fullmatch(key)
+        if m:
+            return _from_match(key, kind, m)
+    raise InvalidKey(f"key does not follow the state layout: {key!r}")
+
+
+def _from_match(key: str, kind: str, m: re.Match[str]) -> StateKey:
+    op, arg_raw, fmt = m.group("op"), m.group("arg"), m.group("format") or ""
+    allowed_ops = UPDATE_OPS if kind == "update" else IMAGE_OPS
+    if op not in allowed_ops:
+        raise InvalidKey(f"unknown op {op!r} in {key!r}")
+    if fmt not in FORMATS_BY_OP[op]:
+        raise InvalidKey(f"format {fmt or '(none)'!r} is not allowed for {op} in {key!r}")
+    needs_arg = op in GRAPH_OPS or op == "postproc"
+    if needs_arg and not arg_raw:
+        raise InvalidKey(f"{op} needs a graph or component in {key!r}")
+    if not needs_arg and arg_raw is not None:
+        raise InvalidKey(f"{op} takes no argument in {key!r}")
+    arg = unquote(arg_raw) if arg_raw else None
+    effective = EffectiveTime.parse(m.group("date"), m.group("time"))
+    return StateKey(
+        key=key,
+        kind=kind,
+        op=op,
+        label=m.group("label"),
+        effective=effective,
+        arg=arg,
+        format=fmt or None,
+    )
+
+
+def format_key(
+    effective: EffectiveTime,
+    label: str,
+    op: str,
+    arg: str | None = None,
+    format: str | None = None,
+) -> str:
+    """Build a key in the written form; raise InvalidKey for anything off-layout."""
+    check_label(label)
+    if op not in ALL_OPS:
+        raise InvalidKey(f"unknown op {op!r}; expected one of {', '.join(ALL_OPS)}")
+    fmt = format or ""
+    if op == "image":
+        fmt = fmt or "tgz"
+    elif op == "dump":
+        fmt = fmt or "nq.gz"
+    if fmt not in FORMATS_BY_OP[op]:
+        allowed = ", ".join(f for f in FORMATS_BY_OP[op] if f) or "none"
+        raise InvalidKey(f"format {fmt or '(none)'!r} is not allowed for {op} (allowed: {allowed})")
+    needs_arg = op in GRAPH_OPS or op == "postproc"
+    if needs_arg and not arg:
+        what = "graph URI" if op in GRAPH_OPS else "component name"
+        raise InvalidKey(f"{op} needs a {what}")
+    if not needs_arg and arg:
+        raise InvalidKey(f"{op} takes no graph or component")
+    folder = "images" if op in IMAGE_OPS else "updates"
+    name = f"{label}_{op}" + (f"_{escape_arg(arg)}" if arg else "") + (f".{fmt}" if fmt else "")
+    return f"{folder}/{effective.path}/{name}"
+
+
+def window_start_key(folder: str, effective: EffectiveTime) -> str:
+    """The StartAfter key listing `folder` from `effective` on (inclusive of that time)."""
+    # Within one second, fraction digits sort as their numbers do, so a key
+    # ending at the second's `-` sorts before every key of that second.
+    return f"{folder}/{effective.date}/{effective.to_datetime():%H-%M-%S}-"

@@ -1,0 +1,26 @@
+"""URL map: dashboard, admin, REST API v1, health check."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from dmsupdate import views
+
+api_v1 = [
+    path("", include("publications.api.urls")),
+    path("", include("servers.api.urls")),
+    path("", include("jobs.api.urls")),
+    path("", include("audit.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("", include("servers.urls")),
+]
+
+handler404 = "dmsupdate.views.not_found"
+handler500 = "dmsupdate.views.server_error"

@@ -1,0 +1,163 @@
+"""Datasets, the registry of objects under their state roots, and publication events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+from dmsupdate.state.keys import EffectiveTime, StateKey
+
+
+class Dataset(models.Model):
+    """A state root (S3 or a directory) replayed by a fleet of data servers."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "letters, digits, . _ - only")],
+    )
+    s3root = models.CharField("state root", max_length=1024, help_text="s3://bucket/prefix or file:///path")
+    s3endpoint = models.CharField("S3 endpoint", max_length=512, blank=True)
+    description = models.TextField(blank=True)
+    # GC policy (used by the fleet-operations GC job).
+    gc_keep_images = models.PositiveIntegerField(default=2, help_text="images kept, newest first")
+    gc_min_age_hours = models.PositiveIntegerField(default=168, help_text="updates younger than this are kept")
+    gc_grace_hours = models.PositiveIntegerField(default=48, help_text="expired/unpublished kept this long")
+    # Incremental reconcile cursor (sync_state): the greatest key listed so far.
+    sync_cursor = models.CharField(max_length=1024, blank=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_full_sync_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(blank=True)
+    # Serialises effective-time allocation for publications (strictly increasing per dataset).
+    last_effective_ns = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def open_store(self):
+        """The dataset's object store (`dmsupdate.state.stores.open_store`)."""
+        from dmsupdate.state.stores import open_store
+
+        return open_store(self.s3root, self.s3endpoint or None)
+
+
+class ObjectState(models.TextChoices):
+    UNPUBLISHED = "unpublished"
+    PUBLISHED = "published"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+    INVALID = "invalid"
+    MISSING = "missing"
+
+
+class ObjectKind(models.TextChoices):
+    UPDATE = "update"
+    IMAGE = "image"
+    EXTRA = "extra"
+    OTHER = "other"
+
+
+class StateObject(models.Model):
+    """One key under a dataset's state root, parsed, with its checksums and lifecycle state."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="objects")
+    key = models.CharField(max_length=1024)
+    kind = models.CharField(max_length=16, choices=ObjectKind.choices)
+    op = models.CharField(max_length=16, blank=True)
+    label = models.CharField(max_length=128, blank=True)
+    effective_ns = models.BigIntegerField(null=True, blank=True)
+    effective_at = models.DateTimeField(null=True, blank=True)
+    arg = models.TextField(blank=True, help_text="graph URI or component name")
+    format = models.CharField(max_length=16, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    etag = models.CharField(max_length=128, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=16, choices=ObjectState.choices, default=ObjectState.PUBLISHED)
+    error = models.TextField(blank=True, help_text="why the key is invalid")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "key"], name="unique_key_per_dataset")]
+        indexes = [
+            # The lag query: published updates of a dataset after an effective time.
+            models.Index(fields=["dataset", "kind", "state", "effective_ns"], name="object_lag_idx"),
+            models.Index(fields=["dataset", "state"], name="object_state_idx"),
+        ]
+        ordering = ["dataset", "key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @classmethod
+    def fields_from_key(cls, parsed: StateKey) -> dict:
+        """Model fields derived from a parsed key (used by sync_state and publishing)."""
+        eff = parsed.effective
+        return {
+            "kind": parsed.kind,
+            "op": parsed.op or "",
+            "label": parsed.label or "",
+            "effective_ns": eff.nanos if eff else None,
+            "effective_at": eff.to_datetime() if eff else None,
+            "arg": parsed.arg or "",
+            "format": parsed.format or "",
+        }
+
+    @property
+    def effective(self) -> EffectiveTime | None:
+        return EffectiveTime(self.effective_ns) if self.effective_ns is not None else None
+
+    @property
+    def url(self) -> str:
+        return self.dataset.open_store().url(self.key)
+
+
+class PublicationEvent(models.Model):
+    """A publication: who put which object into a dataset, from which system, and when."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="publications")
+    object = models.ForeignKey(StateObject, on_delete=models.SET_NULL, null=True, related_name="publications")
+    key = models.CharField(max_length=1024)
+    source = models.CharField("source label", max_length=64)
+    op = models.CharField(max_length=16)
+    effective_ns = models.BigIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    s3_url = models.CharField(max_length=2048)
+    size = models.BigIntegerField(null=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    uploaded = models.BooleanField(default=True, help_text="false when the publisher put the object itself")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    response = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-effective_ns"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_user",
+            )
+        ]
+        indexes = [models.Index(fields=["dataset", "effective_ns"], name="publication_time_idx")]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def effective(self) -> EffectiveTime:
+        return EffectiveTime(self.effective_ns)
+
+    @property
+    def effective_at(self) -> datetime:
+        return self.effective.to_datetime()

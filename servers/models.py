@@ -1,0 +1,119 @@
+"""Data servers, the status reports their agents send, and the update runs triggered on them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from dmsupdate.state.keys import EffectiveTime
+from publications.models import Dataset
+
+
+class ServerState(models.TextChoices):
+    """A server's replay state as shown on the dashboard and in the API (DESIGN §6)."""
+
+    OK = "ok"
+    BEHIND = "behind"
+    FAILING = "failing"
+    UNREACHABLE = "unreachable"
+    REBUILDING = "rebuilding"
+    DISABLED = "disabled"
+
+
+class Server(models.Model):
+    """A data server kept up to date by a `dms-update` agent."""
+
+    name = models.CharField(max_length=128, unique=True)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="servers")
+    agent_url = models.URLField(blank=True, help_text="the agent's `serve` address; empty for pull-only agents")
+    agent_token = models.CharField(max_length=128, blank=True, help_text="bearer token the agent's serve requires")
+    enabled = models.BooleanField(default=True)
+    # Last reported status (status.json fields, flattened for the lag query).
+    effective_ns = models.BigIntegerField(null=True, blank=True)
+    last_report_at = models.DateTimeField(null=True, blank=True)
+    last_succeeded = models.BooleanField(null=True, blank=True)
+    last_update_at = models.DateTimeField(null=True, blank=True, help_text="the agent's clock time of its last run")
+    failed_key = models.CharField(max_length=1024, blank=True)
+    last_error = models.TextField(blank=True)
+    late_keys = models.JSONField(default=list, blank=True)
+    invalid_keys = models.JSONField(default=list, blank=True)
+    # Set when the control plane could not reach the agent; cleared by its next report.
+    unreachable_since = models.DateTimeField(null=True, blank=True)
+    unreachable_error = models.TextField(blank=True)
+    # Set when a rebuild was asked for; the server shows `rebuilding` until a later report.
+    rebuild_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset__name", "name"]
+        indexes = [models.Index(fields=["dataset", "enabled"], name="server_dataset_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective(self) -> EffectiveTime | None:
+        return EffectiveTime(self.effective_ns) if self.effective_ns is not None else None
+
+
+class StatusReport(models.Model):
+    """One status report from an agent (or a failed contact), kept for history and the lag sparkline."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="reports")
+    received_at = models.DateTimeField()
+    effective_ns = models.BigIntegerField(null=True, blank=True)
+    succeeded = models.BooleanField(null=True)
+    reachable = models.BooleanField(default=True)
+    applied = models.IntegerField(default=0)
+    failed_key = models.CharField(max_length=1024, blank=True)
+    error = models.TextField(blank=True)
+    pending_updates = models.IntegerField(default=0)
+    lag_seconds = models.FloatField(default=0)
+    body = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["server", "received_at"], name="report_history_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.server} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RunResult(models.TextChoices):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    BUSY = "busy"
+
+
+class UpdateRun(models.Model):
+    """One update or rebuild of one server, triggered by the control plane or reported by a pulling agent."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="runs")
+    job = models.ForeignKey("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    kind = models.CharField(max_length=16, default="update")  # update | rebuild
+    trigger = models.CharField(max_length=32, default="manual")  # manual | api | publication | schedule | watch
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, choices=RunResult.choices, default=RunResult.RUNNING)
+    ops_applied = models.IntegerField(default=0)
+    effective_before_ns = models.BigIntegerField(null=True, blank=True)
+    effective_after_ns = models.BigIntegerField(null=True, blank=True)
+    failed_key = models.CharField(max_length=1024, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["server", "started_at"], name="run_history_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.server} {self.result}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
