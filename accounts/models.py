@@ -53,7 +53,9 @@ class ApiToken(models.Model):
         return "dms_" + secrets.token_urlsafe(32)
 
     @classmethod
-    def issue(cls, user, role: str, name: str = "", server=None, labels=None, datasets=()) -> tuple[ApiToken, str]:
+    def issue(
+        cls, user, role: str, name: str = "", server=None, labels=None, datasets=()
+    ) -> tuple[ApiToken, str]:
         """Create a token and return it with its key (the only time the key is known)."""
         key = cls.new_key()
         token = cls.objects.create(

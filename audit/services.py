@@ -25,8 +25,9 @@ def actor_name(user: Any = None, token: Any = None) -> str:
     return "system"
 
 
-def record(actor: str, action: str, target: str = "", details: dict | None = None,
-           request_id: str | None = None) -> AuditEvent:
+def record(
+    actor: str, action: str, target: str = "", details: dict | None = None, request_id: str | None = None
+) -> AuditEvent:
     """Append one event to the chain.
 
     Appends are serialised (advisory lock on PostgreSQL, a write lock on SQLite)
@@ -76,10 +77,15 @@ def verify_chain(batch: int = 5000) -> ChainCheck:
             return ChainCheck(checked)
         for row in rows:
             if row.prev_hash != prev:
-                return ChainCheck(checked, row.id, "its prev_hash does not match the row before it "
-                                                   "(a row was removed or inserted)")
+                return ChainCheck(
+                    checked,
+                    row.id,
+                    "its prev_hash does not match the row before it (a row was removed or inserted)",
+                )
             if row.compute_hash() != row.hash:
-                return ChainCheck(checked, row.id, "its content does not match its hash (the row was changed)")
+                return ChainCheck(
+                    checked, row.id, "its content does not match its hash (the row was changed)"
+                )
             prev = row.hash
             checked += 1
             last_id = row.id

@@ -15,7 +15,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
             cur.execute("SELECT 1")
             cur.fetchone()
     except DatabaseError as exc:
-        return json_error("database_unavailable", f"the database does not answer: {exc.__class__.__name__}", 503)
+        return json_error(
+            "database_unavailable", f"the database does not answer: {exc.__class__.__name__}", 503
+        )
     return JsonResponse({"status": "ok", "database": connection.vendor})
 
 

@@ -32,13 +32,17 @@ class Job(models.Model):
     dataset = models.ForeignKey(
         "publications.Dataset", on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
     )
-    server = models.ForeignKey("servers.Server", on_delete=models.CASCADE, null=True, blank=True, related_name="jobs")
+    server = models.ForeignKey(
+        "servers.Server", on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
+    )
     params = models.JSONField(default=dict, blank=True)
     progress = models.PositiveSmallIntegerField(default=0, help_text="percent done")
     progress_text = models.CharField(max_length=500, blank=True)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     actor = models.CharField(max_length=200, blank=True)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -7,7 +7,13 @@ from publications.models import Dataset, PublicationEvent, StateObject
 class DatasetAdmin(admin.ModelAdmin):
     list_display = ("name", "s3root", "last_sync_at", "gc_keep_images", "gc_grace_hours")
     search_fields = ("name", "s3root")
-    readonly_fields = ("sync_cursor", "last_sync_at", "last_full_sync_at", "last_sync_error", "last_effective_ns")
+    readonly_fields = (
+        "sync_cursor",
+        "last_sync_at",
+        "last_full_sync_at",
+        "last_sync_error",
+        "last_effective_ns",
+    )
 
 
 @admin.register(StateObject)

@@ -24,7 +24,9 @@ class Dataset(models.Model):
     description = models.TextField(blank=True)
     # GC policy (used by the fleet-operations GC job).
     gc_keep_images = models.PositiveIntegerField(default=2, help_text="images kept, newest first")
-    gc_min_age_hours = models.PositiveIntegerField(default=168, help_text="updates younger than this are kept")
+    gc_min_age_hours = models.PositiveIntegerField(
+        default=168, help_text="updates younger than this are kept"
+    )
     gc_grace_hours = models.PositiveIntegerField(default=48, help_text="expired/unpublished kept this long")
     # Incremental reconcile cursor (sync_state): the greatest key listed so far.
     sync_cursor = models.CharField(max_length=1024, blank=True)

@@ -5,7 +5,15 @@ from servers.models import Server, StatusReport, UpdateRun
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
-    list_display = ("name", "dataset", "enabled", "agent_url", "last_report_at", "last_succeeded", "failed_key")
+    list_display = (
+        "name",
+        "dataset",
+        "enabled",
+        "agent_url",
+        "last_report_at",
+        "last_succeeded",
+        "failed_key",
+    )
     list_filter = ("dataset", "enabled")
     search_fields = ("name", "agent_url")
     exclude = ("agent_token",)

@@ -25,14 +25,20 @@ class Server(models.Model):
 
     name = models.CharField(max_length=128, unique=True)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="servers")
-    agent_url = models.URLField(blank=True, help_text="the agent's `serve` address; empty for pull-only agents")
-    agent_token = models.CharField(max_length=128, blank=True, help_text="bearer token the agent's serve requires")
+    agent_url = models.URLField(
+        blank=True, help_text="the agent's `serve` address; empty for pull-only agents"
+    )
+    agent_token = models.CharField(
+        max_length=128, blank=True, help_text="bearer token the agent's serve requires"
+    )
     enabled = models.BooleanField(default=True)
     # Last reported status (status.json fields, flattened for the lag query).
     effective_ns = models.BigIntegerField(null=True, blank=True)
     last_report_at = models.DateTimeField(null=True, blank=True)
     last_succeeded = models.BooleanField(null=True, blank=True)
-    last_update_at = models.DateTimeField(null=True, blank=True, help_text="the agent's clock time of its last run")
+    last_update_at = models.DateTimeField(
+        null=True, blank=True, help_text="the agent's clock time of its last run"
+    )
     failed_key = models.CharField(max_length=1024, blank=True)
     last_error = models.TextField(blank=True)
     late_keys = models.JSONField(default=list, blank=True)
@@ -94,8 +100,12 @@ class UpdateRun(models.Model):
     server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="runs")
     job = models.ForeignKey("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     kind = models.CharField(max_length=16, default="update")  # update | rebuild
-    trigger = models.CharField(max_length=32, default="manual")  # manual | api | publication | schedule | watch
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    trigger = models.CharField(
+        max_length=32, default="manual"
+    )  # manual | api | publication | schedule | watch
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.CharField(max_length=16, choices=RunResult.choices, default=RunResult.RUNNING)

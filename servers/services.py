@@ -18,7 +18,9 @@ from servers.models import Server, ServerState, StatusReport
 
 def published_updates(dataset_id) -> QuerySet[StateObject]:
     """Published updates of a dataset: what servers must replay (indexed by object_lag_idx)."""
-    return StateObject.objects.filter(dataset_id=dataset_id, kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED)
+    return StateObject.objects.filter(
+        dataset_id=dataset_id, kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED
+    )
 
 
 def dataset_heads(dataset_ids=None) -> dict[int, int | None]:
@@ -26,7 +28,9 @@ def dataset_heads(dataset_ids=None) -> dict[int, int | None]:
     rows = StateObject.objects.filter(kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED)
     if dataset_ids is not None:
         rows = rows.filter(dataset_id__in=list(dataset_ids))
-    return dict(rows.values("dataset_id").annotate(head=Max("effective_ns")).values_list("dataset_id", "head"))
+    return dict(
+        rows.values("dataset_id").annotate(head=Max("effective_ns")).values_list("dataset_id", "head")
+    )
 
 
 def with_lag(servers: QuerySet[Server]) -> QuerySet[Server]:
@@ -81,7 +85,9 @@ def state_of(server: Server, pending: int, now: datetime) -> str:
     ):
         return ServerState.REBUILDING
     stale = timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
-    if server.unreachable_since or (server.agent_url and server.last_report_at and now - server.last_report_at > stale):
+    if server.unreachable_since or (
+        server.agent_url and server.last_report_at and now - server.last_report_at > stale
+    ):
         return ServerState.UNREACHABLE
     if server.last_succeeded is False or server.late_keys:
         return ServerState.FAILING
@@ -192,6 +198,10 @@ def mark_unreachable(server: Server, error: str) -> None:
     with transaction.atomic():
         Server.objects.filter(pk=server.pk, unreachable_since__isnull=True).update(unreachable_since=now)
         Server.objects.filter(pk=server.pk).update(unreachable_error=error[:2000])
-        StatusReport.objects.create(server=server, received_at=now, reachable=False, error=error[:2000],
-                                    effective_ns=server.effective_ns)
-
+        StatusReport.objects.create(
+            server=server,
+            received_at=now,
+            reachable=False,
+            error=error[:2000],
+            effective_ns=server.effective_ns,
+        )

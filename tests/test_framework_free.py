@@ -15,6 +15,8 @@ def test_state_and_agent_import_without_django():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""}, cwd=".")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""}, cwd="."
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 NANOS = 1_000_000_000
@@ -56,7 +56,7 @@ class EffectiveTime:
     def parse(cls, date: str, time: str) -> EffectiveTime:
         """Parse `YYYY-MM-DD` and `hh-mm-ss-F` (F: 1 to 9 fraction digits)."""
         try:
-            day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
             hh, mm, ss, frac = time.split("-")
             if not (len(hh) == len(mm) == len(ss) == 2 and frac.isdigit() and 1 <= len(frac) <= 9):
                 raise ValueError(time)
@@ -91,7 +91,7 @@ class EffectiveTime:
         """Convert an aware datetime (microsecond precision) to an effective time."""
         if value.tzinfo is None:
             raise ValueError("effective times need an aware datetime")
-        delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
         return cls((delta.days * 86400 + delta.seconds) * NANOS + delta.microseconds * 1000)
 
     @classmethod
@@ -116,7 +116,7 @@ class EffectiveTime:
     def to_datetime(self) -> datetime:
         """The instant as an aware datetime (truncated to microseconds)."""
         seconds, rest = divmod(self.nanos, NANOS)
-        return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)
+        return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
 
     def isoformat(self) -> str:
         """ISO 8601 with all nine fraction digits, e.g. `2016-01-15T04:00:01.262711077Z`."""
@@ -183,9 +183,7 @@ def escape_arg(value: str) -> str:
 def check_label(label: str) -> str:
     """Return the label when it may be written, else raise InvalidKey."""
     if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
-        raise InvalidKey(
-            f"label {label!r} must match [A-Za-z0-9][A-Za-z0-9-]{{0,63}} (no '_' or '/')"
-        )
+        raise InvalidKey(f"label {label!r} must match [A-Za-z0-9][A-Za-z0-9-]{{0,63}} (no '_' or '/')")
     return label
 
 

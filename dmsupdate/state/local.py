@@ -6,9 +6,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from dmsupdate.state.stores import (
     ObjectExists,
@@ -43,7 +44,7 @@ class LocalStore:
             key=key,
             size=st.st_size,
             etag=None,
-            last_modified=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+            last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
         )
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:

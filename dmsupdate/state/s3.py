@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -54,7 +55,9 @@ class S3Store:
                 return StoreError(f"bucket {self.bucket!r} does not exist ({self.endpoint or 'AWS'})")
             if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "RequestTimeout"}:
                 return StoreUnavailable(f"S3 {action} {key!r} failed: {code or status}")
-            return StoreError(f"S3 {action} {key!r} failed: {code} {exc.response.get('Error', {}).get('Message', '')}".strip())
+            return StoreError(
+                f"S3 {action} {key!r} failed: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
+            )
         return StoreUnavailable(f"S3 {action} {key!r} failed: {exc}")
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
@@ -103,7 +106,13 @@ class S3Store:
 
     def put_new(self, key: str, body: BinaryIO, size: int, md5: str | None = None) -> ObjectInfo:
         self.stats.put_calls += 1
-        args = {"Bucket": self.bucket, "Key": self.prefix + key, "Body": body, "ContentLength": size, "IfNoneMatch": "*"}
+        args = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + key,
+            "Body": body,
+            "ContentLength": size,
+            "IfNoneMatch": "*",
+        }
         if md5:
             import base64
 
@@ -122,7 +131,9 @@ class S3Store:
     def put(self, key: str, body: BinaryIO, size: int) -> ObjectInfo:
         self.stats.put_calls += 1
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, ContentLength=size)
+            r = self.client.put_object(
+                Bucket=self.bucket, Key=self.prefix + key, Body=body, ContentLength=size
+            )
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("put", key, exc) from exc
         return ObjectInfo(key=key, size=size, etag=r.get("ETag", "").strip('"') or None)

@@ -11,9 +11,10 @@ import gzip
 import hashlib
 import io
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 MD5_ETAG = re.compile(r"[0-9a-f]{32}")

@@ -75,7 +75,10 @@ def test_format_round_trips_with_escaping():
     t = EffectiveTime.parse("2021-06-01", "12-00-00-000000001")
     graph = "http://example.org/graph/v1.2/50%"
     key = format_key(t, "pub-1", "replace", graph, "ttl.gz")
-    assert key == "updates/2021-06-01/12-00-00-000000001/pub-1_replace_http:%2F%2Fexample%2Eorg%2Fgraph%2Fv1%2E2%2F50%25.ttl.gz"
+    assert (
+        key
+        == "updates/2021-06-01/12-00-00-000000001/pub-1_replace_http:%2F%2Fexample%2Eorg%2Fgraph%2Fv1%2E2%2F50%25.ttl.gz"
+    )
     parsed = parse_key(key)
     assert parsed.graph == graph and parsed.effective == t and parsed.format == "ttl.gz"
 

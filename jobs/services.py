@@ -1,0 +1,152 @@
+"""Starting background jobs and reporting their progress.
+
+A job is a row (what, for whom, progress, result) plus a django-q2 task that
+runs it. Runners are plain functions `run(job) -> dict` named in RUNNERS; the
+dict becomes the job's result. Every start and end is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from django.utils import timezone
+
+from audit.services import record
+from jobs.models import Job, JobKind, JobStatus
+
+log = logging.getLogger(__name__)
+
+# kind -> "module:function"; each runner takes the Job and returns its result dict.
+RUNNERS: dict[str, str] = {
+    JobKind.UPDATE: "servers.fleet:run_trigger_job",
+    JobKind.UPDATE_ALL: "servers.fleet:run_trigger_job",
+    JobKind.REBUILD: "servers.fleet:run_trigger_job",
+    JobKind.SYNC_STATE: "publications.sync:run_sync_job",
+    JobKind.GC: "publications.gc:run_gc_job",
+    JobKind.BUILD_IMAGE: "publications.images:run_build_image_job",
+    JobKind.BACKUP: "publications.backup:run_backup_job",
+}
+
+
+class JobFailed(Exception):
+    """Raised by a runner to end its job `failed` with a clear message and a partial result."""
+
+    def __init__(self, message: str, result: dict | None = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
+
+
+def start_job(
+    kind: str,
+    *,
+    dataset: Any = None,
+    server: Any = None,
+    params: dict | None = None,
+    user: Any = None,
+    actor: str = "system",
+    run_now: bool = False,
+) -> Job:
+    """Create a queued job, audit it, and hand it to the django-q2 cluster.
+
+    With `run_now` the job runs in this process instead (management commands).
+    """
+    if kind not in RUNNERS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    job = Job.objects.create(
+        kind=kind,
+        dataset=dataset,
+        server=server,
+        params=params or {},
+        requested_by=user if getattr(user, "is_authenticated", False) else None,
+        actor=actor,
+    )
+    target = server.name if server is not None else (dataset.name if dataset is not None else "")
+    record(actor, f"job.{kind}.requested", target, {"job": job.pk, "params": job.params})
+    if run_now:
+        run_job(job.pk)
+        job.refresh_from_db()
+        return job
+    from django_q.tasks import async_task
+
+    task_id = async_task("jobs.tasks.run_job_task", job.pk, task_name=f"job-{job.pk}")
+    Job.objects.filter(pk=job.pk).update(task_id=str(task_id or ""))
+    return job
+
+
+def progress(job: Job, percent: int, text: str = "") -> None:
+    """Record progress (0-100) and a heartbeat; read by the dashboard and GET /api/v1/jobs/{id}/."""
+    percent = max(0, min(100, int(percent)))
+    Job.objects.filter(pk=job.pk).update(
+        progress=percent, progress_text=text[:500], heartbeat_at=timezone.now()
+    )
+    job.progress, job.progress_text = percent, text
+
+
+def _runner(kind: str) -> Callable[[Job], dict]:
+    module, name = RUNNERS[kind].split(":")
+    return getattr(import_module(module), name)
+
+
+def run_job(job_id: int) -> None:
+    """Run one job to its end; a job never stays `running` after its runner returns or raises."""
+    from audit.middleware import set_request_id
+
+    claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    if not claimed:
+        log.info("job %s is not queued any more; not running it twice", job_id)
+        return
+    job = Job.objects.select_related("dataset", "server").get(pk=job_id)
+    token = set_request_id(f"job-{job.pk}")
+    target = job.server.name if job.server else (job.dataset.name if job.dataset else "")
+    try:
+        result = _runner(job.kind)(job) or {}
+    except JobFailed as exc:
+        _finish(job, JobStatus.FAILED, exc.result, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a job must end failed, whatever went wrong
+        log.error("job %s failed: %s\n%s", job.pk, exc, traceback.format_exc())
+        _finish(job, JobStatus.FAILED, {}, f"{exc.__class__.__name__}: {exc}")
+    else:
+        _finish(job, JobStatus.SUCCEEDED, result, "")
+    finally:
+        from audit.middleware import _request_id
+
+        _request_id.reset(token)
+    job.refresh_from_db()
+    record(
+        job.actor or "system",
+        f"job.{job.kind}.{job.status}",
+        target,
+        {"job": job.pk, "error": job.error, "summary": job.result.get("summary", "")},
+    )
+
+
+def _finish(job: Job, status: str, result: dict, error: str) -> None:
+    Job.objects.filter(pk=job.pk).update(
+        status=status,
+        result=result,
+        error=error[:10000],
+        progress=100 if status == JobStatus.SUCCEEDED else job.progress,
+        finished_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )
+
+
+def fail_stale_jobs(older_than_seconds: int) -> int:
+    """Mark `running` jobs whose worker stopped sending heartbeats as failed (a killed worker)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+    n = 0
+    for job in stale:
+        n += Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.FAILED,
+            error="the worker running this job stopped (no heartbeat); start it again",
+            finished_at=timezone.now(),
+        )
+        record("system", f"job.{job.kind}.failed", "", {"job": job.pk, "error": "worker lost"})
+    return n
