@@ -138,7 +138,8 @@ class PublicationEvent(models.Model):
     size = models.BigIntegerField(null=True)
     sha256 = models.CharField(max_length=64, blank=True)
     uploaded = models.BooleanField(default=True, help_text="false when the publisher put the object itself")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL (not "") so the unique constraint only covers publications that sent a key.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
     response = models.JSONField(default=dict, blank=True)
 
