@@ -131,8 +131,9 @@ class Config:
                 problems.append(f"s3root: must be s3://BUCKET/PREFIX or file:///PATH, not {s3root!r}")
         s3endpoint = url("s3endpoint")
         service = url("service")
-        dblocation = text("dblocation", required=service is None)
-        dbname = text("dbname", required=service is None)
+        embedded = service is None and data.get("update_endpoint") is None
+        dblocation = text("dblocation", required=embedded)
+        dbname = text("dbname", required=embedded)
         if dbname is not None and ("/" in dbname or dbname in (".", "..")):
             problems.append(f"dbname: must be a plain directory name, not {dbname!r}")
         query_endpoint = url("query_endpoint")
