@@ -162,6 +162,8 @@ class Runner:
             status["invalid"] = sorted(set(status.get("invalid") or []) | set(plan.invalid))
         tracker = _Progress(state, self.config.window_hours)
         status.update(tracker.fields())
+        if state.bootstrap_key:
+            status["image"] = state.bootstrap_key
         if plan.late:
             log.warning("%d late key(s) older than the window were never applied", len(plan.late))
         applied = 0

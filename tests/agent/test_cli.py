@@ -84,8 +84,12 @@ def test_original_config_status_and_flags_work_unchanged(file_state, tmp_path, o
     (log_area / "status.json").write_text(
         json.dumps({"effectiveDate": "2016-01-15-04-00-05-000000000", "recent": []})
     )
-    file_state.publish(1, "update", "INSERT DATA { <http://example.org/old> <http://example.org/p> 1 }", fmt="ru")
-    new = file_state.publish(10, "update", "INSERT DATA { <http://example.org/new> <http://example.org/p> 2 }", fmt="ru")
+    file_state.publish(
+        1, "update", "INSERT DATA { <http://example.org/old> <http://example.org/p> 1 }", fmt="ru"
+    )
+    new = file_state.publish(
+        10, "update", "INSERT DATA { <http://example.org/new> <http://example.org/p> 2 }", fmt="ru"
+    )
     path = write_config(
         tmp_path,
         {
@@ -131,7 +135,13 @@ def test_config_comes_from_the_environment_variable(file_state, tmp_path):
         ("[1, 2]", ["must hold a JSON object"]),
         (
             json.dumps({"s3root": "ftp://x", "window_hours": -1, "controlplane": {"url": "x"}}),
-            ["s3root: must be s3://", "dblocation: missing", "dbname: missing", "window_hours: must be a number", "controlplane.server"],
+            [
+                "s3root: must be s3://",
+                "dblocation: missing",
+                "dbname: missing",
+                "window_hours: must be a number",
+                "controlplane.server",
+            ],
         ),
     ],
 )
