@@ -24,7 +24,7 @@ from dmsupdate.state.plan import (
     choose_bootstrap,
     window_start,
 )
-from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, open_store
+from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("dmsupdate.agent")
 
@@ -143,6 +143,8 @@ class Runner:
     def _fail(self, status: dict[str, Any], key: str | None, exc: BaseException) -> None:
         if isinstance(exc, Throttled):
             self._note_throttle(exc.retry_after)
+        elif isinstance(exc, StoreUnavailable):
+            self._note_throttle(None)  # S3 503/SlowDown (after boto3's own retries): back off
         message = str(exc) if isinstance(exc, AgentError | StoreError) else f"{type(exc).__name__}: {exc}"
         status.update(lastSucceeded=False, failedKey=key, error=message)
         log.error("run failed%s: %s", f" at {key}" if key else "", message)
