@@ -168,6 +168,8 @@ CACHES = {
 Q_BROKER = os.environ.get("DMSUPDATE_Q_BROKER", "orm")
 Q_CLUSTER: dict[str, object] = {
     "name": "dmsupdate",
+    # The queue's name: deployments (or test runs) sharing one Redis each use their own.
+    "cluster_name": os.environ.get("DMSUPDATE_Q_QUEUE") or "dmsupdate",
     "workers": env_int("DMSUPDATE_Q_WORKERS", 2),
     "timeout": env_int("DMSUPDATE_Q_TIMEOUT", 3600),
     "retry": env_int("DMSUPDATE_Q_TIMEOUT", 3600) + 60,
