@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import unquote
 
 NANOS = 1_000_000_000
@@ -46,6 +47,16 @@ class InvalidKey(ValueError):
     """Raised when a key or a key part does not follow the layout."""
 
 
+@lru_cache(maxsize=4096)
+def _day_seconds(date: str) -> int:
+    """Seconds from the epoch to `YYYY-MM-DD` 00:00 UTC; raise ValueError for a bad date.
+
+    Cached: a listing holds thousands of keys per day, and strptime was the
+    largest cost of parsing a key (sync_state parses every key it registers).
+    """
+    return int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+
+
 @dataclass(frozen=True)
 class EffectiveTime:
     """A UTC instant with nanosecond precision, ordered numerically."""
@@ -56,7 +67,7 @@ class EffectiveTime:
     def parse(cls, date: str, time: str) -> EffectiveTime:
         """Parse `YYYY-MM-DD` and `hh-mm-ss-F` (F: 1 to 9 fraction digits)."""
         try:
-            day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+            day_seconds = _day_seconds(date)
             hh, mm, ss, frac = time.split("-")
             if not (len(hh) == len(mm) == len(ss) == 2 and frac.isdigit() and 1 <= len(frac) <= 9):
                 raise ValueError(time)
@@ -65,7 +76,7 @@ class EffectiveTime:
                 raise ValueError(time)
         except ValueError as exc:
             raise InvalidKey(f"bad date/time {date!r} {time!r}") from exc
-        seconds = int(day.timestamp()) + h * 3600 + m * 60 + s
+        seconds = day_seconds + h * 3600 + m * 60 + s
         return cls(seconds * NANOS + int(frac.ljust(9, "0")))
 
     @classmethod
