@@ -273,7 +273,7 @@ def run_gc_job(job: Job) -> dict[str, Any]:
     """Runner of `gc` jobs: params `dry_run`, `force`; the job's dataset or every dataset."""
     params = job.params or {}
     dry_run, force = bool(params.get("dry_run")), bool(params.get("force"))
-    datasets = [job.dataset] if job.dataset_id else list(Dataset._default_manager.order_by("name"))
+    datasets = [job.dataset] if job.dataset_id else list(Dataset.objects.order_by("name"))
     entries: dict[str, dict] = {}
     for n, dataset in enumerate(datasets):
         progress(job, int(100 * n / max(1, len(datasets))), f"collecting {dataset.name}")

@@ -83,7 +83,7 @@ def exists(dataset: Dataset, key: str) -> bool:
 @pytest.fixture
 def dataset(any_root):
     root, endpoint = any_root
-    return Dataset._default_manager.create(
+    return Dataset.objects.create(
         name="flood",
         s3root=root,
         s3endpoint=endpoint or "",
@@ -223,7 +223,7 @@ def test_updates_younger_than_the_minimum_age_are_kept(dataset):
 
 
 def test_deletes_go_in_batches_of_a_thousand_keys(file_root, monkeypatch):
-    dataset = Dataset._default_manager.create(name="big", s3root=file_root[0], gc_grace_hours=1)
+    dataset = Dataset.objects.create(name="big", s3root=file_root[0], gc_grace_hours=1)
     store = dataset.open_store()
     monkeypatch.setattr(Dataset, "open_store", lambda self: store)
     keys = [

@@ -181,7 +181,7 @@ def agents():
 
 @pytest.fixture
 def dataset(file_root):
-    return Dataset._default_manager.create(name="flood", s3root=file_root[0])
+    return Dataset.objects.create(name="flood", s3root=file_root[0])
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts) -> None:
         dataset = None
         if opts["dataset"]:
-            dataset = Dataset._default_manager.filter(name=opts["dataset"]).first()
+            dataset = Dataset.objects.filter(name=opts["dataset"]).first()
             if dataset is None:
                 raise CommandError(f"no dataset named {opts['dataset']!r}")
         job = start_job(
