@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyoxigraph as ox
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from dmsupdate.agent.config import Config, ConfigError
+from dmsupdate.agent.images import LEDGER_GRAPH, pack_image, write_dump
+from dmsupdate.agent.runner import Runner
 from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, StoreError
 from jobs.models import Job
@@ -59,9 +63,6 @@ class BuiltFile:
 
 def replay_into_scratch(dataset: Dataset, scratch: Path) -> tuple[dict, Path]:
     """Rebuild the dataset's state with the agent's runner into `scratch`; return (status, store dir)."""
-    from dmsupdate.agent.config import Config, ConfigError
-    from dmsupdate.agent.runner import Runner
-
     try:
         config = Config.from_dict(
             {
@@ -88,9 +89,6 @@ def replay_into_scratch(dataset: Dataset, scratch: Path) -> tuple[dict, Path]:
 
 def write_files(store_dir: Path, scratch: Path) -> tuple[BuiltFile, BuiltFile, int]:
     """Write the image (tgz) and the dump (nq.gz) of a closed store; return them and the quad count."""
-    import pyoxigraph as ox
-    from dmsupdate.agent.images import LEDGER_GRAPH, pack_image, write_dump
-
     # The replay's ledger is the builder's bookkeeping, not data: servers installing the
     # image start their own ledger, so the image carries none.
     store = ox.Store(str(store_dir))
