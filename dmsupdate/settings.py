@@ -93,6 +93,9 @@ TEMPLATES = [
     },
 ]
 
+if not os.environ.get("DATABASE_URL"):
+    # The default SQLite file lives under var/, which a fresh clone does not have yet.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'dmsupdate.sqlite3'}",
@@ -170,6 +173,8 @@ CACHES = {
 Q_BROKER = os.environ.get("DMSUPDATE_Q_BROKER", "orm")
 Q_CLUSTER: dict[str, object] = {
     "name": "dmsupdate",
+    # The queue's name: deployments (or test runs) sharing one Redis each use their own.
+    "cluster_name": os.environ.get("DMSUPDATE_Q_QUEUE") or "dmsupdate",
     "workers": env_int("DMSUPDATE_Q_WORKERS", 2),
     "timeout": env_int("DMSUPDATE_Q_TIMEOUT", 3600),
     "retry": env_int("DMSUPDATE_Q_TIMEOUT", 3600) + 60,
