@@ -265,7 +265,6 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
     Writes an UpdateRun, the server's status (record_report / mark_unreachable) and an audit row.
     """
     started = timezone.now()
-    clock = time.monotonic()
     run = UpdateRun.objects.create(
         server=server,
         job=job,
@@ -278,11 +277,14 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
     if kind == "rebuild":
         # Shown as `rebuilding` until the agent's next report (servers.services.state_of).
         Server.objects.filter(pk=server.pk).update(rebuild_requested_at=started)
+    clock = time.monotonic()
     deadline = Deadline(timeout)
     if server.agent_url:
         outcome = wait_for_push_agent(server, kind, deadline)
     else:
         outcome = wait_for_pull_agent(server, started, deadline)
+    # The run's duration is the agent's (until it answered), not this job's bookkeeping after it.
+    finished, duration = timezone.now(), time.monotonic() - clock
     outcome = _record_status(server, kind, outcome, reported_by_agent=bool(server.agent_url))
     if kind == "rebuild" and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
         # The rebuild never started: do not show `rebuilding` for a request the agent never took.
@@ -295,7 +297,7 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
         after = parse_effective(status.get("effectiveDate")) if status else None
     except ReportError:
         after = None
-    run.finished_at = timezone.now()
+    run.finished_at = finished
     run.result = outcome.result
     run.ops_applied = applied if isinstance(applied, int) else 0
     run.effective_after_ns = after
@@ -308,7 +310,7 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
         "ops_applied": run.ops_applied,
         "effective_before": _path(run.effective_before_ns),
         "effective_after": _path(run.effective_after_ns),
-        "duration_seconds": round(time.monotonic() - clock, 3),
+        "duration_seconds": round(duration, 3),
         "failed_key": outcome.failed_key,
         "error": outcome.error,
     }

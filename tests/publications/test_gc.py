@@ -8,14 +8,17 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django_q.models import Schedule
 
 from audit.models import AuditEvent
 from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
 from dmsupdate.state.stores import ObjectNotFound
-from jobs.models import JobKind, JobStatus
+from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications import gc
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
+from publications.schedules import BACKUP_TASK, GC_TASK, ensure_schedules
+from publications.tasks import gc_task
 from servers.models import Server
 
 pytestmark = pytest.mark.django_db
@@ -270,3 +273,17 @@ def test_gc_command_dry_run_lists_keys_and_changes_nothing(dataset, history):
 def test_gc_command_refuses_an_unknown_dataset():
     with pytest.raises(CommandError, match="no dataset named 'nope'"):
         call_command("gc", "--dataset", "nope")
+
+
+def test_gc_and_backup_are_scheduled_daily():
+    ensure_schedules()
+    for func in (GC_TASK, BACKUP_TASK):
+        assert Schedule.objects.get(func=func).schedule_type == Schedule.DAILY
+
+
+def test_scheduled_gc_runs_as_a_job_of_the_schedule(dataset, history):
+    result = gc_task()
+
+    job = Job.objects.get(kind=JobKind.GC)
+    assert job.actor == "schedule" and job.status == JobStatus.SUCCEEDED
+    assert result["datasets"]["flood"]["deleted"] == sorted([history["u0"].key, history["failed_old"].key])

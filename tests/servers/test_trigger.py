@@ -191,7 +191,7 @@ def operator():
 
 def down_url() -> str:
     """An address where nothing listens (the port is free once the probe socket closes)."""
-    from conftest import free_port
+    from tests.conftest import free_port
 
     return f"http://127.0.0.1:{free_port()}"
 

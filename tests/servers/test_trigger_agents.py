@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for_port
+from tests.conftest import free_port, wait_for_port
 from django.utils import timezone
 
 from audit.models import AuditEvent
