@@ -217,3 +217,47 @@ def test_backup_job_through_the_queue_runner(registry):
     job = start_job(JobKind.BACKUP, actor="ada", run_now=True)
     assert job.status == JobStatus.SUCCEEDED
     assert AuditEvent.objects.filter(action="registry.backup", target=job.result["key"]).exists()
+
+
+def test_restore_reconciles_with_the_bucket_after_loading_the_backup(registry):
+    backup.backup_registry()
+    store = registry["dataset"].open_store()
+    late = format_key(EffectiveTime.now(), "readings", "add", "http://example.org/late", "ttl")
+    store.put_new(late, io.BytesIO(b"<a> <b> <c> ."), 13)
+    empty_database()
+
+    result = backup.restore_registry(registry["root"], registry["endpoint"])
+
+    assert StateObject.objects.get(dataset__name="flood", key=late).state == ObjectState.PUBLISHED
+    assert "flood" in result.synced and "rivers" in result.synced
+    assert verify_chain().ok
+
+
+def test_registry_is_rebuilt_from_the_bucket_alone(any_root):
+    root, endpoint = any_root
+    store = backup.open_store(root, endpoint)
+    keys = [
+        format_key(EffectiveTime.now(), "dmsupdate", "dump"),
+        format_key(EffectiveTime.now(), "readings", "drop", "http://example.org/g"),
+    ]
+    for key in keys:
+        store.put_new(key, io.BytesIO(b""), 0)
+    out = io.StringIO()
+
+    call_command(
+        "restore_registry",
+        "--rebuild-from-bucket",
+        "--dataset",
+        "flood",
+        "--root",
+        root,
+        *(["--endpoint", endpoint] if endpoint else []),
+        stdout=out,
+    )
+
+    dataset = Dataset.objects.get(name="flood")
+    assert dataset.s3root == root and (dataset.s3endpoint or None) == endpoint
+    assert sorted(StateObject.objects.filter(dataset=dataset).values_list("key", flat=True)) == sorted(keys)
+    assert AuditEvent.objects.filter(action="registry.rebuilt_from_bucket", target="flood").exists()
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("restore_registry", "--rebuild-from-bucket", "--dataset", "flood", "--root", root)

@@ -18,7 +18,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port, wait_for_port
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -28,6 +27,7 @@ from jobs.services import start_job
 from publications.models import Dataset, ObjectState, StateObject
 from servers.models import RunResult, Server, UpdateRun
 from servers.services import lag_for
+from tests.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -237,3 +237,49 @@ def test_rebuild_of_a_real_agent_reinstalls_from_the_newest_image(fleet):
     assert entry["result"] == "ok" and entry["effective_after"] == T0.path
     server.refresh_from_db()
     assert server.rebuild_requested_at is not None and lag_for(server).state == "ok"
+
+
+def test_publication_trigger_waits_so_late_files_of_a_burst_are_included(file_root, tmp_path, settings):
+    settings.DMSUPDATE = settings.DMSUPDATE | {"TRIGGER_DEBOUNCE_SECONDS": 3}
+    root = file_root[0]
+    dataset = Dataset.objects.create(name="burst", s3root=root)
+    store = dataset.open_store()
+    dump = gzip.compress(DUMP)
+    store.put_new(format_key(T0, "dmsupdate", "dump"), io.BytesIO(dump), len(dump))
+    agent = AgentProcess(tmp_path, "puller", root, None)
+    try:
+        server = add_server(dataset, "burst-1", agent.url)
+        assert (
+            start_job(JobKind.UPDATE, server=server, params={"timeout": 60}, run_now=True).result["summary"]
+            == "1 ok"
+        )
+        first = format_key(T1, "readings", "add", "http://ex.org/g1", "nt")
+        store.put_new(first, io.BytesIO(UPDATE), len(UPDATE))
+        box: dict = {}
+
+        def trigger() -> None:
+            from django.db import connection
+
+            try:
+                box["job"] = start_job(
+                    JobKind.UPDATE_ALL,
+                    dataset=dataset,
+                    params={"timeout": 60, "trigger": "publication"},
+                    run_now=True,
+                )
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=trigger)
+        worker.start()
+        # The second file of the burst lands while the job waits out the debounce.
+        second = format_key(EffectiveTime(T1.nanos + 1000), "readings", "add", "http://ex.org/g2", "nt")
+        store.put_new(second, io.BytesIO(UPDATE), len(UPDATE))
+        worker.join(120)
+        assert not worker.is_alive()
+    finally:
+        agent.stop()
+
+    entry = box["job"].result["servers"]["burst-1"]
+    assert entry["result"] == "ok" and entry["ops_applied"] == 2
+    assert UpdateRun.objects.get(job=box["job"]).trigger == "publication"
