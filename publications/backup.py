@@ -6,7 +6,9 @@ a header line, one line per row (users, datasets, servers, state objects,
 publication events, API tokens (hashed), jobs, update runs, status reports,
 the audit log), and a trailer with the row counts. Rows are streamed from one
 consistent snapshot into a scratch file, so memory stays bounded whatever the
-registry's size.
+registry's size. Servers' agent tokens are kept as stored (the control plane
+needs them to call the agents again), so `backups/` deserves the same access
+control as the database.
 
 Restore reads such a file back into an empty database in one transaction
 (a truncated or foreign file changes nothing), keeping every id and audit hash
