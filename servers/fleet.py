@@ -11,6 +11,7 @@ per server plus a one-line summary such as `3 ok, 1 unreachable, 1 failed`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,7 +21,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
@@ -303,8 +304,13 @@ def call_agent(server: Server, kind: str, timeout: float, since) -> AgentAnswer:
     return AgentAnswer(outcome, timezone.now(), time.monotonic() - clock)
 
 
-def finish_run(server: Server, kind: str, job: Job | None, run: UpdateRun, answer: AgentAnswer) -> dict:
-    """Record the server's status, close its UpdateRun and audit it; returns the job's entry for it."""
+def finish_run(
+    server: Server, kind: str, job: Job | None, run: UpdateRun, answer: AgentAnswer, audit_ok: bool = True
+) -> dict:
+    """Record the server's status, close its UpdateRun and audit it; returns the job's entry for it.
+
+    With `audit_ok` false an `ok` run is left for the caller to audit with the others in one row.
+    """
     outcome = _record_status(server, kind, answer.outcome, reported_by_agent=bool(server.agent_url))
     if kind == "rebuild" and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
         # The rebuild never started: do not show `rebuilding` for a request the agent never took.
@@ -336,6 +342,8 @@ def finish_run(server: Server, kind: str, job: Job | None, run: UpdateRun, answe
         "failed_key": outcome.failed_key,
         "error": outcome.error,
     }
+    if outcome.result == RunResult.OK and not audit_ok:
+        return entry
     record(
         job.actor if job and job.actor else "system",
         f"server.{kind}.{outcome.result}",
@@ -401,10 +409,25 @@ def servers_for(job: Job) -> list[Server]:
     return list(Server.objects.filter(dataset_id=job.dataset_id, enabled=True).order_by("name"))
 
 
-def _call_in_thread(server: Server, kind: str, timeout: float, since) -> AgentAnswer:
-    """Pool worker: a pull agent's wait reads the database, on the thread's own connection, closed after."""
+# Database connections the pool threads may hold at once to record answers (bounded, whatever
+# TRIGGER_CONCURRENCY is, so a wide fan-out cannot exhaust PostgreSQL's connection limit).
+RECORDERS = 8
+_recorders = threading.BoundedSemaphore(RECORDERS)
+
+
+def _trigger_in_thread(
+    server: Server, kind: str, job: Job, run: UpdateRun, timeout: float, audit_ok: bool
+) -> dict:
+    """Pool worker: wait on the agent, then record its answer on the thread's own connection.
+
+    Recording here rather than in the job's thread lets the answers of a whole fleet,
+    which tend to arrive together, be written in parallel.
+    """
     try:
-        return call_agent(server, kind, timeout, since)
+        answer = call_agent(server, kind, timeout, run.started_at)
+        with _recorders:
+            with transaction.atomic():
+                return finish_run(server, kind, job, run, answer, audit_ok=audit_ok)
     finally:
         connection.close()
 
@@ -434,12 +457,11 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     results: dict[str, dict] = {}
     progress(job, 0, f"0 of {total} servers done")
     workers = max(1, min(int(conf["TRIGGER_CONCURRENCY"]), total))
-    # Runs are opened here and closed here as answers come in: the pool threads only wait on
-    # agents, so a slow database write never delays the next agent's trigger.
+    # All runs are opened first in one insert, so no agent's trigger waits on the database.
     runs = begin_runs(servers, kind, job, trigger)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
         pending: dict[Future, Server] = {
-            pool.submit(_call_in_thread, s, kind, timeout, runs[s.pk].started_at): s for s in servers
+            pool.submit(_trigger_in_thread, s, kind, job, runs[s.pk], timeout, False): s for s in servers
         }
         while pending:
             # Wake up now and then even when no server finished, to keep the job's heartbeat fresh.
@@ -447,9 +469,9 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
             for future in done:
                 server = pending.pop(future)
                 try:
-                    results[server.name] = finish_run(server, kind, job, runs[server.pk], future.result())
+                    results[server.name] = future.result()
                 except Exception as exc:  # noqa: BLE001 - one server's crash must not lose the others
-                    log.exception("trigger of %s failed", server.name)
+                    log.error("trigger of %s failed: %s", server.name, exc, exc_info=exc)
                     results[server.name] = {
                         "result": RunResult.FAILED,
                         "error": f"{exc.__class__.__name__}: {exc}",
@@ -460,6 +482,11 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
             progress(job, int(100 * len(results) / total), f"{len(results)} of {total} servers done")
     ordered = {name: results[name] for name in sorted(results)}
     result = {"servers": ordered, "summary": summarize(ordered)}
+    ok = {name: e.get("effective_after") for name, e in ordered.items() if e["result"] == RunResult.OK}
+    if ok:
+        # Failures were audited one row each, with their key and error; the successes share one row.
+        target = job.dataset.name if job.dataset_id else ", ".join(ok)
+        record(job.actor or "system", f"server.{kind}.ok", target, {"job": job.pk, "servers": ok})
     if any(entry["result"] != RunResult.OK for entry in ordered.values()):
         raise JobFailed(result["summary"], result)
     return result
