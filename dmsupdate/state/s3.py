@@ -39,7 +39,7 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint = endpoint
-        self.stats = StoreStats()
+        self.stats = StoreStats(scheme="s3")
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=_RETRIES)
 
     def url(self, key: str) -> str:
@@ -68,7 +68,7 @@ class S3Store:
             args["StartAfter"] = self.prefix + start_after
         cut = len(self.prefix)
         while True:
-            self.stats.list_calls += 1
+            self.stats.count("list")
             try:
                 page = self.client.list_objects_v2(**args)
             except (ClientError, BotoCoreError) as exc:
@@ -86,7 +86,7 @@ class S3Store:
             args.pop("StartAfter", None)
 
     def head(self, key: str) -> ObjectInfo:
-        self.stats.head_calls += 1
+        self.stats.count("head")
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except (ClientError, BotoCoreError) as exc:
@@ -99,7 +99,7 @@ class S3Store:
         )
 
     def open(self, key: str) -> BinaryIO:
-        self.stats.get_calls += 1
+        self.stats.count("get")
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except (ClientError, BotoCoreError) as exc:
@@ -107,7 +107,7 @@ class S3Store:
         return io.BufferedReader(_Body(r["Body"], key), buffer_size=1 << 20)  # type: ignore[return-value]
 
     def put_new(self, key: str, body: BinaryIO, size: int, md5: str | None = None) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         args = {
             "Bucket": self.bucket,
             "Key": self.prefix + key,
@@ -129,7 +129,7 @@ class S3Store:
         return ObjectInfo(key=key, size=size, etag=r.get("ETag", "").strip('"') or None)
 
     def put(self, key: str, body: BinaryIO, size: int) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         try:
             r = self.client.put_object(
                 Bucket=self.bucket, Key=self.prefix + key, Body=body, ContentLength=size
@@ -151,7 +151,7 @@ class S3Store:
         return failed
 
     def _delete_batch(self, keys: list[str]) -> list[str]:
-        self.stats.delete_calls += 1
+        self.stats.count("delete")
         objects = [{"Key": self.prefix + k} for k in keys]
         try:
             r = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
