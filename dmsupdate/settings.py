@@ -93,9 +93,6 @@ TEMPLATES = [
     },
 ]
 
-if not os.environ.get("DATABASE_URL"):
-    # The default SQLite file lives under var/, which a fresh clone does not have yet.
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'dmsupdate.sqlite3'}",
