@@ -8,9 +8,11 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from accounts.permissions import (
     OPERATORS,
@@ -55,6 +57,21 @@ class RawBodyParser(BaseParser):
         return {"upload": spool(stream)}
 
 
+class _NoFormatOverride:
+    """DRF settings, except that `?format=` does not pick a renderer."""
+
+    URL_FORMAT_OVERRIDE = None
+
+    def __getattr__(self, name: str):
+        return getattr(api_settings, name)
+
+
+class PublicationNegotiation(DefaultContentNegotiation):
+    """`format` is a publication parameter here (`ttl`, `nt.gz`, ...), not DRF's renderer override."""
+
+    settings = _NoFormatOverride()
+
+
 def publisher_of(request: Request) -> services.Publisher:
     return services.Publisher(request.user, actor_name(request.user, token_of(request)))
 
@@ -73,6 +90,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     roles = {"list": READERS, "retrieve": READERS, "create": PUBLISHERS}
     filterset_class = PublicationFilter
     parser_classes = [JSONParser, MultiPartParser, RawBodyParser]
+    content_negotiation_class = PublicationNegotiation
 
     def get_queryset(self) -> QuerySet[PublicationEvent]:
         rows = PublicationEvent.objects.select_related("dataset", "object").order_by("-effective_ns", "-id")
