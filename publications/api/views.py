@@ -294,15 +294,6 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             {"s3root": dataset.s3root, "s3endpoint": dataset.s3endpoint},
         )
 
-
-class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """The registry of keys under every dataset's root."""
-
-    roles = {"list": READERS, "retrieve": READERS}
-    serializer_class = StateObjectSerializer
-    filterset_class = StateObjectFilter
-    queryset = StateObject.objects.select_related("dataset").order_by("dataset__name", "key")
-
     @extend_schema(request=None, responses={202: JobAcceptedSerializer})
     @action(detail=True, methods=["post"], url_path="update-all", url_name="update-all")
     def update_all(self, request: Request, name: str | None = None) -> Response:
@@ -316,3 +307,12 @@ class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
             actor=actor_name(request.user, token_of(request)),
         )
         return Response({"job": JobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
+
+
+class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """The registry of keys under every dataset's root."""
+
+    roles = {"list": READERS, "retrieve": READERS}
+    serializer_class = StateObjectSerializer
+    filterset_class = StateObjectFilter
+    queryset = StateObject.objects.select_related("dataset").order_by("dataset__name", "key")
