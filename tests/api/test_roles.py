@@ -9,9 +9,8 @@ from accounts.models import Role
 from jobs.models import Job, JobKind
 from tests.api.fixtures import make_caller
 
-ALLOWED, DENIED = "allowed", "denied"
 R = {Role.VIEWER, Role.OPERATOR, Role.PUBLISHER}  # readers
-O = {Role.OPERATOR}
+OPS = {Role.OPERATOR}
 
 # (method, path, roles allowed); anything else is 403 for a token, 401 anonymous.
 TABLE = [
@@ -20,17 +19,17 @@ TABLE = [
     ("post", "/api/v1/publications/", {Role.PUBLISHER, Role.OPERATOR}),
     ("get", "/api/v1/datasets/", R),
     ("get", "/api/v1/datasets/flood/", R),
-    ("post", "/api/v1/datasets/", O),
-    ("post", "/api/v1/datasets/flood/update-all/", O),
+    ("post", "/api/v1/datasets/", OPS),
+    ("post", "/api/v1/datasets/flood/update-all/", OPS),
     ("get", "/api/v1/servers/", R),
     ("get", "/api/v1/servers/web1/", R),
-    ("post", "/api/v1/servers/", O),
-    ("post", "/api/v1/servers/web1/update/", O),
-    ("post", "/api/v1/servers/web1/rebuild/", O),
+    ("post", "/api/v1/servers/", OPS),
+    ("post", "/api/v1/servers/web1/update/", OPS),
+    ("post", "/api/v1/servers/web1/rebuild/", OPS),
     ("post", "/api/v1/servers/web1/report/", {Role.AGENT}),
     ("get", "/api/v1/jobs/{job}/", R),
     ("get", "/api/v1/objects/", R),
-    ("get", "/api/v1/audit/", O),
+    ("get", "/api/v1/audit/", OPS),
 ]
 
 
