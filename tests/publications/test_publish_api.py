@@ -225,3 +225,73 @@ def test_recording_refuses_keys_off_layout_outside_the_root_or_missing(publisher
     assert answer.status_code == 400, answer.content
     assert answer.json()["error"] == error
     assert not StateObject.objects.exists()
+
+
+@pytest.mark.django_db
+def test_raw_body_without_content_type_uses_the_format_parameter(publisher, dataset):
+    answer = publisher.client.generic(
+        "POST",
+        f"/api/v1/publications/?dataset=flood&op=add&label=readings&graph={GRAPH}&format=nt",
+        NTRIPLES,
+        content_type="",
+    )
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["key"].endswith(".nt")
+
+
+@pytest.mark.django_db
+def test_publishing_to_a_directory_root_creates_the_file_exclusively(publisher, file_root):
+    from publications.models import Dataset
+
+    root, _ = file_root
+    dataset = Dataset.objects.create(name="local", s3root=root)
+    answer = publisher.client.generic(
+        "POST",
+        "/api/v1/publications/?dataset=local&op=update&label=feed",
+        SPARQL,
+        content_type="application/sparql-update",
+    )
+    assert answer.status_code == 201, answer.content
+    key = answer.json()["key"]
+    assert stored_keys(dataset) == [key]
+    assert read_object(dataset, key) == SPARQL
+    assert answer.json()["s3_url"] == f"{root}/{key}"
+
+
+@pytest.mark.django_db
+def test_publication_list_filters_and_scoped_publishers_see_only_their_datasets(
+    publisher, scoped_publisher, dataset, other_dataset
+):
+    publish_all(publisher, dataset)
+    elsewhere = publisher.client.generic(
+        "POST",
+        "/api/v1/publications/?dataset=rivers&op=update&label=readings",
+        SPARQL,
+        content_type="application/sparql-update",
+    )
+    assert elsewhere.status_code == 201
+
+    everything = publisher.client.get("/api/v1/publications/").json()
+    assert everything["count"] == 6
+    readings = publisher.client.get(
+        "/api/v1/publications/", {"dataset": "flood", "label": "readings", "op": "update"}
+    ).json()
+    assert [r["op"] for r in readings["results"]] == ["update"]
+    scoped = scoped_publisher.client.get("/api/v1/publications/").json()
+    assert scoped["count"] == 5 and {r["dataset"] for r in scoped["results"]} == {"flood"}
+    hidden = scoped_publisher.client.get(f"/api/v1/publications/{elsewhere.json()['id']}/")
+    assert hidden.status_code == 404
+
+
+@pytest.mark.django_db
+def test_scoped_publisher_may_not_record_an_object_with_another_label(scoped_publisher, dataset):
+    key = "updates/2026-01-02/03-04-05-1/stations_update.ru"
+    bucket, prefix = dataset.s3root.removeprefix("s3://").split("/", 1)
+    boto3.client("s3", endpoint_url=dataset.s3endpoint).put_object(
+        Bucket=bucket, Key=f"{prefix}/{key}", Body=SPARQL
+    )
+    answer = scoped_publisher.client.post(
+        "/api/v1/publications/", {"dataset": "flood", "s3_url": f"{dataset.s3root}/{key}"}, format="json"
+    )
+    assert answer.status_code == 403
+    assert not StateObject.objects.exists()
