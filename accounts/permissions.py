@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DataError
 from rest_framework import exceptions, viewsets
 from rest_framework.permissions import BasePermission
 
 from accounts.models import ApiToken, Role
 from accounts.roles import role_of
+from dmsupdate.api import ApiError
 
 READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.PUBLISHER})
 OPERATORS = frozenset({Role.OPERATOR})
@@ -81,6 +83,13 @@ class ApiViewSet(viewsets.GenericViewSet):
 
     permission_classes = [RolePermission]
     roles: dict[str, frozenset[str]] = {}
+
+    def handle_exception(self, exc: Exception):
+        # Input PostgreSQL cannot hold or compare (a NUL byte, a time zone offset
+        # out of range) surfaces as DataError: the caller's fault, so a 400.
+        if isinstance(exc, DataError):
+            exc = ApiError("invalid_value", f"a value in the request cannot be used: {str(exc).splitlines()[0]}")
+        return super().handle_exception(exc)
 
     def get_throttles(self):
         from accounts.throttles import TokenRateThrottle

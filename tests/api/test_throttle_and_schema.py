@@ -96,3 +96,19 @@ def test_objects_list_filters_by_dataset_kind_state_label_and_since(viewer, data
     ).json()
     assert [r["effective_ns"] for r in rows["results"]] == [T0 + 10 * 10**9, T0 + 20 * 10**9]
     assert rows["results"][0]["effective_time"] == since
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("post", "/api/v1/servers/", {"name": "x", "dataset": "flo\x00od"}),
+        ("get", "/api/v1/audit/?since=0434-12-09T06%3A30%3A12%2B22%3A14", None),
+        ("get", "/api/v1/objects/?label=a%00b", None),
+        ("post", "/api/v1/publications/?dataset=fl%00ood&op=update&label=x", None),
+    ],
+)
+def test_values_postgresql_cannot_hold_are_400_not_500(operator, method, path, data):
+    answer = getattr(operator.client, method)(path, data, format="json")
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"] in ("invalid_value", "invalid")
