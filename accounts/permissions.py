@@ -55,15 +55,18 @@ class RolePermission(BasePermission):
         return False
 
 
-def check_publish_scope(request: Any, dataset: Any, label: str) -> None:
-    """Refuse (403) a publication outside the publisher token's datasets or labels."""
+def check_publish_scope(request: Any, dataset: Any, label: str | None) -> None:
+    """Refuse (403) a publication outside the publisher token's datasets or labels.
+
+    `label=None` checks the dataset only (the label is not known yet).
+    """
     token = token_of(request)
     if token is None or token.role != Role.PUBLISHER:
         return
     allowed_ids = {d.pk for d in token.datasets.all()}
     if allowed_ids and dataset.pk not in allowed_ids:
         raise exceptions.PermissionDenied(f"this token may not publish to dataset {dataset.name!r}")
-    if token.labels and label not in token.labels:
+    if label is not None and token.labels and label not in token.labels:
         raise exceptions.PermissionDenied(
             f"this token may publish only with the labels {', '.join(token.labels)}, not {label!r}"
         )
@@ -88,7 +91,9 @@ class ApiViewSet(viewsets.GenericViewSet):
         # Input PostgreSQL cannot hold or compare (a NUL byte, a time zone offset
         # out of range) surfaces as DataError: the caller's fault, so a 400.
         if isinstance(exc, DataError):
-            exc = ApiError("invalid_value", f"a value in the request cannot be used: {str(exc).splitlines()[0]}")
+            exc = ApiError(
+                "invalid_value", f"a value in the request cannot be used: {str(exc).splitlines()[0]}"
+            )
         return super().handle_exception(exc)
 
     def get_throttles(self):

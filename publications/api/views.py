@@ -253,7 +253,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         given.is_valid(raise_exception=True)
         fields = given.validated_data
         dataset = dataset_named(fields["dataset"])
-        check_publish_scope(request, dataset, "")
+        check_publish_scope(request, dataset, None)
         publisher = publisher_of(request)
         key = request.headers.get("Idempotency-Key") or None
         print_ = services.fingerprint({k: fields.get(k) for k in sorted(fields)}, "")

@@ -22,6 +22,7 @@ from dmsupdate.api import ApiError
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from jobs.services import start_job
+from servers.api.filters import ServerFilter
 from servers.api.serializers import (
     ReportAcceptedSerializer,
     ServerRegisteredSerializer,
@@ -57,7 +58,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     parser_classes = [JSONParser]
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
-    filterset_fields = ["dataset__name", "enabled"]
+    filterset_class = ServerFilter
 
     def get_queryset(self) -> QuerySet[Server]:
         return with_lag(Server.objects.all()).order_by("dataset__name", "name")

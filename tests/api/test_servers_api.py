@@ -193,3 +193,12 @@ def test_report_updates_lag_and_answers_it(agent, dataset, two_servers):
     )
     assert answer.status_code == 200
     assert (answer.json()["pending_updates"], answer.json()["lag_seconds"]) == (1, 5.0)
+
+
+@pytest.mark.django_db
+def test_server_list_filters_by_dataset_and_enabled(viewer, dataset, other_dataset, two_servers):
+    Server.objects.create(name="river1", dataset=other_dataset, enabled=False)
+    flood = viewer.client.get("/api/v1/servers/", {"dataset": "flood"}).json()
+    disabled = viewer.client.get("/api/v1/servers/", {"enabled": "false"}).json()
+    assert [s["name"] for s in flood["results"]] == ["web1", "web2"]
+    assert [(s["name"], s["state"]) for s in disabled["results"]] == [("river1", "disabled")]

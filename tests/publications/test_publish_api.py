@@ -294,4 +294,15 @@ def test_scoped_publisher_may_not_record_an_object_with_another_label(scoped_pub
         "/api/v1/publications/", {"dataset": "flood", "s3_url": f"{dataset.s3root}/{key}"}, format="json"
     )
     assert answer.status_code == 403
+    assert "'stations'" in answer.json()["detail"]
     assert not StateObject.objects.exists()
+    readings_key = key.replace("stations_", "readings_")
+    boto3.client("s3", endpoint_url=dataset.s3endpoint).put_object(
+        Bucket=bucket, Key=f"{prefix}/{readings_key}", Body=SPARQL
+    )
+    allowed = scoped_publisher.client.post(
+        "/api/v1/publications/",
+        {"dataset": "flood", "s3_url": f"{dataset.s3root}/{readings_key}"},
+        format="json",
+    )
+    assert allowed.status_code == 201, allowed.content
