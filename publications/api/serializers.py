@@ -25,10 +25,12 @@ class DatasetSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
     def validate_s3root(self, value: str) -> str:
+        if value.startswith("file://") and not value.startswith("file:///"):
+            raise serializers.ValidationError("a directory root is file:///ABSOLUTE/PATH (three slashes)")
         try:
             open_store(value, None)
-        except StoreError as exc:
-            raise serializers.ValidationError(str(exc)) from exc
+        except (StoreError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc) or "not a state root URL") from exc
         return value.rstrip("/")
 
 

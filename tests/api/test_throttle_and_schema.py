@@ -76,8 +76,9 @@ def test_odd_requests_get_json_errors_never_500(operator, dataset, two_servers, 
 
 @pytest.mark.django_db
 def test_dataset_creation_checks_the_root(operator):
-    bad = operator.client.post("/api/v1/datasets/", {"name": "x", "s3root": "ftp://nope"}, format="json")
-    assert bad.status_code == 400 and "s3root" in bad.json()["fields"]
+    for root in ("ftp://nope", "s3://[bucket", "file://relative/path", "s3://"):
+        bad = operator.client.post("/api/v1/datasets/", {"name": "x", "s3root": root}, format="json")
+        assert bad.status_code == 400 and "s3root" in bad.json()["fields"], root
     good = operator.client.post(
         "/api/v1/datasets/", {"name": "lakes", "s3root": "s3://bucket/lakes/"}, format="json"
     )
