@@ -199,6 +199,9 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
+    # Registry backups: one root for all of them (else each dataset's own root).
+    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
+    "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
     # Bearer token required by /metrics when set.
     "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }
