@@ -195,6 +195,9 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
+    # Dashboard login: failed attempts allowed per address and per username, and for how long.
+    "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
+    "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
