@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DMSUPDATE_VAR_DIR", BASE_DIR / "var"))
+# SQLite and collected static files live here; made up front so a fresh clone just runs.
+(VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -198,6 +200,8 @@ DMSUPDATE = {
     # Dashboard login: failed attempts allowed per address and per username, and for how long.
     "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
     "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
+    # Bearer token required by /metrics when set.
+    "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -69,7 +69,7 @@ class ObjectKind(models.TextChoices):
 class StateObject(models.Model):
     """One key under a dataset's state root, parsed, with its checksums and lifecycle state."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="objects")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="state_objects")
     key = models.CharField(max_length=1024)
     kind = models.CharField(max_length=16, choices=ObjectKind.choices)
     op = models.CharField(max_length=16, blank=True)
