@@ -15,6 +15,12 @@ from servers.models import Server, StatusReport
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Dashboard tests create many accounts; the production hasher's slowness is not what they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _user(username: str, group: str | None = None, **extra) -> User:
     user = User.objects.create_user(username, password=PASSWORD, **extra)
     if group:

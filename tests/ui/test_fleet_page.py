@@ -41,7 +41,11 @@ def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, 
     quiet = Server.objects.create(name="quiet", dataset=dataset)
     html = viewer_client.get("/").content.decode()
     spark = re.search(r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row_of(html, "fuseki-2"), re.S)
-    assert spark and len(spark.group(1).split()) == 5  # reports 5 h, 3 h and 1 h ago; hours between carry
+    points = [tuple(map(float, p.split(","))) for p in spark.group(1).split()]
+    # Reports 5 h, 3 h and 1 h ago: one point per hour from the first report to now, values carried.
+    assert len(points) == 6
+    heights = [y for _, y in points]
+    assert heights[0] < heights[2] < heights[-1]  # SVG y grows downwards: the lag shrank
     assert "no reports in 24 h" in row_of(html, quiet.name)
 
 
