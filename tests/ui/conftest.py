@@ -118,7 +118,10 @@ def _add_server(dataset: Dataset, name: str, effective_ns: int | None, **fields)
     )
     for hours, lag in ((5, 600.0), (3, 240.0), (1, 60.0)):
         StatusReport.objects.create(
-            server=server, received_at=now - timedelta(hours=hours), effective_ns=effective_ns, lag_seconds=lag
+            server=server,
+            received_at=now - timedelta(hours=hours),
+            effective_ns=effective_ns,
+            lag_seconds=lag,
         )
     return server
 

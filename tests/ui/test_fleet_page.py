@@ -7,7 +7,6 @@ import re
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 
 from servers.models import Server
 
@@ -40,7 +39,9 @@ def test_last_report_is_relative_with_the_exact_time_on_hover(viewer_client, fle
 def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, dataset):
     quiet = Server.objects.create(name="quiet", dataset=dataset)
     html = viewer_client.get("/").content.decode()
-    spark = re.search(r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row_of(html, "fuseki-2"), re.S)
+    spark = re.search(
+        r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row_of(html, "fuseki-2"), re.S
+    )
     points = [tuple(map(float, p.split(","))) for p in spark.group(1).split()]
     # Reports 5 h, 3 h and 1 h ago: one point per hour from the first report to now, values carried.
     assert len(points) == 6
@@ -98,8 +99,8 @@ def _count_queries(client, url: str) -> int:
 def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
     viewer_client, dataset, updates, url, add_server, publish_updates
 ):
-    from publications.models import Dataset
     from dmsupdate.state.keys import EffectiveTime
+    from publications.models import Dataset
 
     other = Dataset.objects.create(name="other", s3root="file:///nowhere")
     publish_updates(other, 3, EffectiveTime(updates[0].effective_ns))

@@ -26,7 +26,7 @@ def test_server_page_shows_state_lag_history_and_runs(viewer_client, fleet, upda
     )
     html = viewer_client.get("/servers/fuseki-3/").content.decode()
     assert ">failing<" in html and "4 updates, 4 min behind" in html
-    assert f"Last run failed on <code class=\"key\">{updates[1].key}</code>" in html
+    assert f'Last run failed on <code class="key">{updates[1].key}</code>' in html
     assert "2 min" in html  # the run's duration
     assert ">3<" in html  # ops applied
     assert "by olivia" in html
@@ -41,10 +41,17 @@ def test_an_unknown_server_is_an_html_404(viewer_client, fleet):
 def test_update_now_starts_an_update_job_and_shows_its_progress(operator_client, fleet):
     response = operator_client.post("/servers/fuseki-2/update", HTTP_HX_REQUEST="true")
     job = Job.objects.get()
-    assert (job.kind, job.server, job.status, job.actor) == (JobKind.UPDATE, fleet["lagging"], "queued", "olivia")
+    assert (job.kind, job.server, job.status, job.actor) == (
+        JobKind.UPDATE,
+        fleet["lagging"],
+        "queued",
+        "olivia",
+    )
     html = response.content.decode()
     assert f'hx-get="/jobs/{job.pk}/progress"' in html and "every 1s" in html
-    assert AuditEvent.objects.filter(action="job.update.requested", target="fuseki-2", actor="olivia").exists()
+    assert AuditEvent.objects.filter(
+        action="job.update.requested", target="fuseki-2", actor="olivia"
+    ).exists()
     # The server page keeps showing the job while it runs.
     assert f'id="job-{job.pk}"' in operator_client.get("/servers/fuseki-2/").content.decode()
 
@@ -73,12 +80,19 @@ def test_a_confirmed_rebuild_starts_a_job_and_marks_the_server_rebuilding(operat
 
 
 def test_the_job_progress_partial_polls_until_the_job_ends(viewer_client, fleet):
-    job = Job.objects.create(kind=JobKind.UPDATE, server=fleet["lagging"], status=JobStatus.RUNNING, progress=40,
-                             progress_text="applying 2 of 5")
+    job = Job.objects.create(
+        kind=JobKind.UPDATE,
+        server=fleet["lagging"],
+        status=JobStatus.RUNNING,
+        progress=40,
+        progress_text="applying 2 of 5",
+    )
     running = viewer_client.get(f"/jobs/{job.pk}/progress")
     assert b"every 1s" in running.content and b"applying 2 of 5" in running.content
     assert "HX-Trigger" not in running
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, progress=100, result={"summary": "2 ops applied"})
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.SUCCEEDED, progress=100, result={"summary": "2 ops applied"}
+    )
     done = viewer_client.get(f"/jobs/{job.pk}/progress")
     assert b"every 1s" not in done.content and b"2 ops applied" in done.content
     assert done["HX-Trigger"] == "job-finished"
