@@ -149,11 +149,18 @@ def sparkline(points: Sequence[float] | None) -> SafeString:
 
 @register.simple_tag
 def effective(ns: int | None) -> SafeString:
-    """An effective time (ns) as ISO 8601 UTC, with the key-layout form `YYYY-MM-DD/hh-mm-ss-n` on hover."""
+    """An effective time (ns) to the second, UTC; the exact nanosecond ISO and key forms on hover."""
     if ns is None:
         return format_html('<span class="muted">{}</span>', "none yet")
     when = EffectiveTime(ns)
-    return format_html('<time title="{}">{}</time>', when.path, when.isoformat())
+    short = when.to_datetime().strftime("%Y-%m-%d %H:%M:%S")
+    return format_html(
+        '<time class="effective" datetime="{}" title="{} ({})">{}</time>',
+        when.isoformat(),
+        when.isoformat(),
+        when.path,
+        short,
+    )
 
 
 @register.filter
@@ -168,3 +175,22 @@ def elapsed(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return ""
     return duration_text((end - start).total_seconds())
+
+
+# How job kinds read in the dashboard (JobKind values are identifiers).
+JOB_KIND_LABELS = {
+    "update": "Update",
+    "update_all": "Update all",
+    "rebuild": "Rebuild",
+    "gc": "GC",
+    "build_image": "Build image",
+    "sync_state": "Sync state",
+    "backup": "Backup",
+    "restore": "Restore",
+}
+
+
+@register.filter
+def job_kind(kind: str) -> str:
+    """`{{ job.kind|job_kind }}`: "GC", "Build image"."""
+    return JOB_KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
