@@ -9,9 +9,13 @@ import gzip
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -359,11 +363,33 @@ def agent(config: Path, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_agent(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until the agent's serve answers GET /status (or fail with its stderr if it exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the agent exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/status", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (perhaps asking for its token): it is serving
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the agent did not answer at {url} within {timeout}s")
+
+
 def write_update(root: Path, eff: EffectiveTime, graph: str, subject: str) -> str:
     key = format_key(eff, "readings", "add", arg=graph, format="ttl")
     path = root / key
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<http://example.org/{subject}> <http://example.org/p> \"{subject}\" .\n")
+    path.write_text(f'<http://example.org/{subject}> <http://example.org/p> "{subject}" .\n')
     return key
 
 
@@ -374,7 +400,6 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
     if missing:
         pytest.skip("needs " + "; ".join(missing) + ", not on this branch yet")
     from accounts.models import ApiToken
-    from conftest import free_port, wait_for_port
 
     operator = make_user("olivia", "operator")
     state = tmp_path / "state"
@@ -406,7 +431,7 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
 
     server = Server.objects.create(name="fuseki-live", dataset=dataset, agent_token="agent-secret-for-tests")
     _, report_key = ApiToken.issue(operator, "agent", name="fuseki-live agent", server=server)
-    port = free_port()
+    port = unused_port()
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
@@ -437,7 +462,7 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
     serving = agent(config, "serve", "--bind", f"127.0.0.1:{port}")
     runner = JobRunner()
     try:
-        wait_for_port(port, 60)
+        wait_for_agent(f"http://127.0.0.1:{port}", serving)
         Server.objects.filter(pk=server.pk).update(agent_url=f"http://127.0.0.1:{port}")
         runner.start()
         page = browser_page
