@@ -2,7 +2,7 @@
 
 The fleet page lists every server of every dataset; its query count must not grow
 with the fleet: one query for the datasets and their heads, one for the servers
-with their pending counts (`with_lag`), one for all the sparklines.
+with their pending counts, one for all the sparklines.
 """
 
 from __future__ import annotations
@@ -12,14 +12,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import F, Max, OuterRef, QuerySet, Subquery
+from django.core.cache import cache
+from django.db.models import IntegerField, Max, OuterRef, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import Server, ServerState, StatusReport
-from servers.services import Lag, lag_of, with_lag
+from servers.services import Lag, lag_of
+
+# Pending updates are counted up to this many per server on the fleet page and shown
+# as "1,000+" beyond: counting is O(pending) per server, so an uncapped count for a
+# server that never reported (every update pending) would read the whole registry.
+PENDING_CAP = 1000
 
 # Sparkline resolution: one point per hour over the last day, so a server costs at
 # most this many rows in the sparkline query however often it reports.
@@ -32,7 +39,7 @@ class FleetRow:
 
     server: Server
     lag: Lag
-    spark: list[float | None]
+    spark: str  # the rendered sparkline (see fleet_sparklines)
 
     @property
     def state(self) -> str:
@@ -74,6 +81,26 @@ def datasets_with_heads() -> QuerySet[Dataset]:
     ).order_by("name")
 
 
+def with_capped_pending(servers: QuerySet[Server]) -> QuerySet[Server]:
+    """Servers annotated with `pending_updates` (as `with_lag`), counted up to PENDING_CAP + 1.
+
+    The count reads only object_lag_idx (an index-only scan: no column outside the
+    index is touched) and stops after PENDING_CAP + 1 entries.
+    """
+    objects = StateObject._meta.db_table
+    table = Server._meta.db_table
+    pending = RawSQL(
+        f"""SELECT count(*) FROM (
+                SELECT 1 FROM {objects} o
+                WHERE o.dataset_id = {table}.dataset_id AND o.kind = %s AND o.state = %s
+                  AND o.effective_ns > COALESCE({table}.effective_ns, -1)
+                LIMIT %s) AS capped""",
+        [ObjectKind.UPDATE, ObjectState.PUBLISHED, PENDING_CAP + 1],
+        output_field=IntegerField(),
+    )
+    return servers.annotate(pending_updates=pending)
+
+
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
     """Each server's lag over the last `hours`, one value per hour (the worst of that hour), in one query.
 
@@ -109,6 +136,41 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
     return history
 
 
+# What the fleet page reads of each server: its state inputs (servers.services.state_of)
+# and what the row shows; not the reported key lists' full content beyond late_keys.
+FLEET_FIELDS = (
+    "name",
+    "dataset_id",
+    "enabled",
+    "agent_url",
+    "effective_ns",
+    "last_report_at",
+    "last_succeeded",
+    "failed_key",
+    "last_error",
+    "late_keys",
+    "unreachable_since",
+    "unreachable_error",
+    "rebuild_requested_at",
+)
+
+# Sparklines change at most hourly in shape; the fleet page polls every few seconds,
+# so the rendered lines are kept this long instead of re-reading a day of reports.
+SPARK_CACHE_SECONDS = 60
+
+
+def fleet_sparklines(dataset_ids: list[int], server_ids: list[int], now: datetime) -> dict[int, str]:
+    """Rendered 24 h lag sparklines (inline SVG) of the given datasets' servers, cached briefly."""
+    from servers.templatetags.dashboard import sparkline_svg
+
+    key = "dashboard:sparklines:" + ",".join(map(str, sorted(dataset_ids)))
+    lines = cache.get(key)
+    if lines is None:
+        lines = {pk: str(sparkline_svg(points)) for pk, points in lag_history(server_ids, now).items()}
+        cache.set(key, lines, SPARK_CACHE_SECONDS)
+    return lines
+
+
 def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> list[DatasetFleet]:
     """The fleet page: each dataset's head and its servers with lag, state and 24 h history.
 
@@ -119,13 +181,16 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
     if dataset:
         datasets = datasets.filter(name=dataset)
     sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns) for d in datasets}
-    servers = Server.objects.filter(dataset_id__in=list(sections)).order_by(F("dataset__name"), F("name"))
-    servers = list(with_lag(servers))
-    history = lag_history((s.pk for s in servers), now)
+    servers = list(
+        with_capped_pending(
+            Server.objects.filter(dataset_id__in=list(sections)).only(*FLEET_FIELDS).order_by("name")
+        )
+    )
+    lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
     for server in servers:
         section = sections[server.dataset_id]
         lag = lag_of(server, server.pending_updates, section.head_ns, now)
         if state and lag.state != state:
             continue
-        section.rows.append(FleetRow(server, lag, history.get(server.pk, [])))
+        section.rows.append(FleetRow(server, lag, lines.get(server.pk, "")))
     return list(sections.values())

@@ -22,6 +22,13 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, fleet, url):
     assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
 
 
+def test_a_polled_fragment_after_logout_sends_the_browser_to_login(client, fleet):
+    response = client.get(
+        "/fleet/rows", HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/?state=behind"
+    )
+    assert response.status_code == 204 and response["HX-Redirect"] == "/login/?next=/"
+
+
 @pytest.mark.parametrize("url", PAGES)
 def test_viewers_and_operators_see_every_page(viewer_client, operator, fleet, url):
     assert viewer_client.get(url).status_code == 200
