@@ -202,6 +202,9 @@ DMSUPDATE = {
     # Registry backups: one root for all of them (else each dataset's own root).
     "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
     "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
+    # Dashboard login: failed attempts allowed per address and per username, and for how long.
+    "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
+    "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
     # Bearer token required by /metrics when set.
     "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }
