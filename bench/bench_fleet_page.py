@@ -170,7 +170,9 @@ def raw_sql_ms() -> float:
     for _ in range(RUNS):
         started = time.perf_counter()
         list(datasets_with_heads().values_list("pk", "head_key", "head_ns"))
-        ids = [row[0] for row in with_capped_pending(Server.objects.all()).values_list("pk", "pending_updates")]
+        ids = [
+            row[0] for row in with_capped_pending(Server.objects.all()).values_list("pk", "pending_updates")
+        ]
         lag_history(ids, timezone.now())
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
