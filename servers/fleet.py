@@ -342,6 +342,11 @@ def finish_run(
         "failed_key": outcome.failed_key,
         "error": outcome.error,
     }
+    if kind == "rebuild" and not server.agent_url:
+        # Nothing can reach a pull-only agent: the rebuild is run on the server itself.
+        entry["note"] = (
+            "pull-only agent: run `dms-update rebuild` on the server; this job waited for its report"
+        )
     if outcome.result == RunResult.OK and not audit_ok:
         return entry
     record(
@@ -485,7 +490,7 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     ok = {name: e.get("effective_after") for name, e in ordered.items() if e["result"] == RunResult.OK}
     if ok:
         # Failures were audited one row each, with their key and error; the successes share one row.
-        target = job.dataset.name if job.dataset_id else ", ".join(ok)
+        target = servers[0].name if job.server_id else job.dataset.name
         record(job.actor or "system", f"server.{kind}.ok", target, {"job": job.pk, "servers": ok})
     if any(entry["result"] != RunResult.OK for entry in ordered.values()):
         raise JobFailed(result["summary"], result)

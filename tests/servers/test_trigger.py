@@ -433,6 +433,7 @@ def test_pull_agent_shows_rebuilding_until_its_next_report(dataset):
     assert seen["state"] == "rebuilding"
     entry = job.result["servers"]["puller"]
     assert entry["result"] == "ok" and entry["ops_applied"] == 9
+    assert "dms-update rebuild" in entry["note"]
     assert entry["effective_after"] == "2026-11-20/10-00-09-000000000"
     server.refresh_from_db()
     assert lag_for(server).state == "ok"
