@@ -88,6 +88,14 @@ def _read(source: ObjectStore, info: ObjectInfo | None) -> bytes:
         raise OperationFailed(f"cannot read {info.key}: {exc}") from exc
 
 
+def _ledger_values(store: ox.Store, predicate: ox.NamedNode) -> list[str]:
+    return [
+        q.object.value
+        for q in store.quads_for_pattern(AGENT, predicate, None, LEDGER_GRAPH)
+        if isinstance(q.object, ox.Literal)
+    ]
+
+
 class EmbeddedBackend:
     """Applies plan entries to the store at `db_dir`; the store is opened on first use and closed by `close`."""
 
@@ -122,16 +130,14 @@ class EmbeddedBackend:
         store = self.store
         baseline = None
         bootstrap_key = None
-        for quad in store.quads_for_pattern(AGENT, BASELINE, None, LEDGER_GRAPH):
+        for text in _ledger_values(store, BASELINE):
             try:
-                baseline = EffectiveTime.parse_text(quad.object.value)
+                baseline = EffectiveTime.parse_text(text)
             except InvalidKey:
                 baseline = None
-        for quad in store.quads_for_pattern(AGENT, BOOTSTRAP, None, LEDGER_GRAPH):
-            bootstrap_key = quad.object.value
-        applied = frozenset(
-            q.object.value for q in store.quads_for_pattern(AGENT, APPLIED, None, LEDGER_GRAPH)
-        )
+        for text in _ledger_values(store, BOOTSTRAP):
+            bootstrap_key = text
+        applied = frozenset(_ledger_values(store, APPLIED))
         return LedgerState(baseline=baseline, applied=applied, bootstrap_key=bootstrap_key)
 
     def settle(self, keys: list[str]) -> None:
