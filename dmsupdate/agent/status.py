@@ -76,8 +76,7 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(status, out, indent=2)
-            out.write("\n")
+            out.write(json.dumps(status, indent=2) + "\n")
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,160 @@
+"""Replay of 200 updates (~1,000 quads each, mixed ops) into the embedded store, vs pyoxigraph alone.
+
+Both sides start from an empty on-disk store and perform the same operations
+(the agent's plan after pruning) from the same files; the raw side reads each
+file, decompresses it and calls `load` / `remove_graph` / `update` directly.
+The agent adds what it needs to be correct: listing, key parsing, verified
+downloads, the in-store ledger and status.json after every operation.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import io
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from dmsupdate.agent.config import Config
+from dmsupdate.agent.images import pack_image
+from dmsupdate.agent.runner import Runner
+from dmsupdate.state.keys import EffectiveTime, format_key
+from dmsupdate.state.plan import PlanEntry
+from dmsupdate.state.stores import open_store
+
+UPDATES = 200
+QUADS = 1000
+ROUNDS = 5
+START = EffectiveTime.parse_text("2024-03-01T00:00:00Z")
+FORMATS = {"ttl": ox.RdfFormat.TURTLE, "nt": ox.RdfFormat.N_TRIPLES}
+
+
+def at(i: int) -> EffectiveTime:
+    return EffectiveTime(START.nanos + i * 1_000_000_000)
+
+
+def triples(i: int) -> str:
+    return "".join(
+        f'<http://example.org/u{i}/s{j}> <http://example.org/p{j % 7}> "value {i} {j}" .\n' for j in range(QUADS)
+    )
+
+
+def publish(root: Path, key: str, data: bytes) -> None:
+    store = open_store(f"file://{root}")
+    store.put_new(key, io.BytesIO(data), len(data))
+
+
+def build_workload(root: Path, scratch: Path) -> None:
+    """An empty image at t0, then the mixed updates."""
+    rng = random.Random(42)
+    empty = scratch / "empty-store"
+    store = ox.Store(str(empty))
+    store.flush()
+    del store
+    gc.collect()
+    buf = io.BytesIO()
+    pack_image(empty, buf)
+    publish(root, format_key(at(0), "bench", "image"), buf.getvalue())
+    for i in range(1, UPDATES + 1):
+        graph = f"http://example.org/graph/{rng.randrange(40)}"
+        kind = i % 10
+        if kind <= 4:
+            fmt = "ttl" if kind % 2 else "nt.gz"
+            body = triples(i).encode()
+            data = gzip.compress(body, 1) if fmt.endswith(".gz") else body
+            publish(root, format_key(at(i), "bench", "add", graph, fmt), data)
+        elif kind <= 6:
+            publish(root, format_key(at(i), "bench", "replace", graph, "nt"), triples(i).encode())
+        elif kind == 7:
+            publish(root, format_key(at(i), "bench", "drop", graph), b"")
+        else:
+            text = f"INSERT DATA {{ GRAPH <{graph}> {{\n{triples(i)}}} }}"
+            publish(root, format_key(at(i), "bench", "update", None, "ru"), text.encode())
+
+
+def agent_config(root: Path, work: Path) -> Config:
+    return Config.from_dict(
+        {"s3root": f"file://{root}", "dblocation": str(work / "db"), "dbname": "store", "logArea": str(work / "log")}
+    )
+
+
+def run_agent(root: Path, work: Path) -> float:
+    """Time the agent's replay (its bootstrap from the empty image is done before the clock starts)."""
+    runner = Runner(agent_config(root, work))
+    started = time.perf_counter()
+    status = runner.update()
+    elapsed = time.perf_counter() - started
+    assert status["lastSucceeded"], status
+    return elapsed
+
+
+def run_raw(root: Path, work: Path, entries: list[PlanEntry]) -> float:
+    """Time pyoxigraph alone doing the same operations from the same files."""
+    store = ox.Store(str(work / "raw"))
+    started = time.perf_counter()
+    for entry in entries:
+        path = root / entry.key
+        if entry.op == "drop":
+            store.remove_graph(ox.NamedNode(entry.graph or ""))
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        if entry.key.endswith(".gz"):
+            data = gzip.decompress(data)
+        if entry.op in ("update", "postproc"):
+            store.update(data.decode())
+            continue
+        graph = ox.NamedNode(entry.graph or "")
+        if entry.op == "replace":
+            store.remove_graph(graph)
+        store.load(input=data, format=FORMATS[(entry.format or "").removesuffix(".gz")], to_graph=graph)
+    elapsed = time.perf_counter() - started
+    del store
+    gc.collect()
+    return elapsed
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    try:
+        agent_times: list[float] = []
+        raw_times: list[float] = []
+        for n in range(ROUNDS):
+            round_dir = base / f"round-{n}"
+            root = round_dir / "state"
+            root.mkdir(parents=True)
+            image_only = round_dir / "image-only"
+            image_only.mkdir()
+            build_workload(root, round_dir)
+            # Bootstrap first from a root holding only the image, so the timed run is the replay alone.
+            shutil.copytree(root / "images", image_only / "images")
+            work = round_dir / "agent"
+            boot = Runner(agent_config(image_only, work)).update()
+            assert boot["lastSucceeded"], boot
+            entries = [e for e in Runner(agent_config(root, work)).plan() if e.skip is None]
+            order = [("agent", lambda: run_agent(root, work)), ("raw", lambda: run_raw(root, round_dir, entries))]
+            if n % 2:
+                order.reverse()
+            for name, fn in order:
+                (agent_times if name == "agent" else raw_times).append(fn())
+            print(
+                f"round {n + 1}: {len(entries)} ops; agent {agent_times[-1]:.2f} s, "
+                f"pyoxigraph alone {raw_times[-1]:.2f} s, ratio {agent_times[-1] / raw_times[-1]:.3f}",
+                flush=True,
+            )
+            shutil.rmtree(round_dir, ignore_errors=True)
+        a, r = statistics.median(agent_times), statistics.median(raw_times)
+        ratios = [x / y for x, y in zip(agent_times, raw_times, strict=True)]
+        print(
+            f"replay of {UPDATES} updates (~{QUADS} quads each): agent median {a:.2f} s, "
+            f"pyoxigraph alone median {r:.2f} s, ratio of medians {a / r:.3f}, "
+            f"median of per-round ratios {statistics.median(ratios):.3f} (target <= 1.15)"
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
