@@ -233,9 +233,7 @@ class EmbeddedBackend:
                         ox.Quad(AGENT, BASELINE, ox.Literal(entry.effective.path), LEDGER_GRAPH),
                     ]
                 )
-                new.flush()
-                del new
-                gc.collect()
+                del new  # the last reference: the store closes here, before the swap
         except (ImageError, StoreError) as exc:
             shutil.rmtree(incoming, ignore_errors=True)
             raise OperationFailed(f"{entry.op} {entry.key}: {exc}") from exc
