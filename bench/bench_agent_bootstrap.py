@@ -68,7 +68,12 @@ def measure(code: str, *args: str) -> dict[str, float]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False, timeout=3600
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=3600,
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip()[-500:])

@@ -41,7 +41,8 @@ def at(i: int) -> EffectiveTime:
 
 def triples(i: int) -> str:
     return "".join(
-        f'<http://example.org/u{i}/s{j}> <http://example.org/p{j % 7}> "value {i} {j}" .\n' for j in range(QUADS)
+        f'<http://example.org/u{i}/s{j}> <http://example.org/p{j % 7}> "value {i} {j}" .\n'
+        for j in range(QUADS)
     )
 
 
@@ -80,7 +81,12 @@ def build_workload(root: Path, scratch: Path) -> None:
 
 def agent_config(root: Path, work: Path) -> Config:
     return Config.from_dict(
-        {"s3root": f"file://{root}", "dblocation": str(work / "db"), "dbname": "store", "logArea": str(work / "log")}
+        {
+            "s3root": f"file://{root}",
+            "dblocation": str(work / "db"),
+            "dbname": "store",
+            "logArea": str(work / "log"),
+        }
     )
 
 
@@ -138,7 +144,10 @@ def main() -> None:
             boot = Runner(agent_config(image_only, work)).update()
             assert boot["lastSucceeded"], boot
             entries = [e for e in Runner(agent_config(root, work)).plan() if e.skip is None]
-            order = [("agent", lambda: run_agent(root, work)), ("raw", lambda: run_raw(root, round_dir, entries))]
+            order = [
+                ("agent", lambda: run_agent(root, work)),
+                ("raw", lambda: run_raw(root, round_dir, entries)),
+            ]
             if n % 2:
                 order.reverse()
             for name, fn in order:
