@@ -144,14 +144,12 @@ def main() -> None:
             boot = Runner(agent_config(image_only, work)).update()
             assert boot["lastSucceeded"], boot
             entries = [e for e in Runner(agent_config(root, work)).plan() if e.skip is None]
-            order = [
-                ("agent", lambda: run_agent(root, work)),
-                ("raw", lambda: run_raw(root, round_dir, entries)),
-            ]
-            if n % 2:
-                order.reverse()
-            for name, fn in order:
-                (agent_times if name == "agent" else raw_times).append(fn())
+            sides = ["agent", "raw"] if n % 2 == 0 else ["raw", "agent"]
+            for side in sides:
+                if side == "agent":
+                    agent_times.append(run_agent(root, work))
+                else:
+                    raw_times.append(run_raw(root, round_dir, entries))
             print(
                 f"round {n + 1}: {len(entries)} ops; agent {agent_times[-1]:.2f} s, "
                 f"pyoxigraph alone {raw_times[-1]:.2f} s, ratio {agent_times[-1] / raw_times[-1]:.3f}",
