@@ -118,14 +118,21 @@ class EmbeddedBackend:
         self._store = None
         gc.collect()
 
-    def has_database(self) -> bool:
+    def foreign_database(self) -> bool:
+        """True when something that is not an agent-built store occupies the database location.
+
+        `update` refuses to replace it (it may hold data nobody published);
+        `rebuild` replaces it on purpose.
+        """
         recover_swap(self.db_dir)
-        return self.db_dir.is_dir() and self.ledger_state().baseline is not None
+        if not self.db_dir.is_dir() or not any(self.db_dir.iterdir()):
+            return False
+        return self.ledger_state().baseline is None
 
     def ledger_state(self) -> LedgerState:
         """What the store's ledger says was applied since its bootstrap."""
         recover_swap(self.db_dir)
-        if not self.db_dir.is_dir():
+        if not self.db_dir.is_dir() or not any(self.db_dir.iterdir()):
             return LedgerState(baseline=None)
         store = self.store
         baseline = None
