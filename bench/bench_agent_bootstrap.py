@@ -86,7 +86,7 @@ def main() -> None:
         print("generating the 1,000,000-quad dump (cached in bench/results/)", flush=True)
         make_dump(dump)
     print(f"dump: {dump.stat().st_size / 1e6:.1f} MB gzip", flush=True)
-    base = Path(tempfile.mkdtemp(prefix="bench-bootstrap-"))
+    base = Path(tempfile.mkdtemp(prefix="bench-bootstrap-", dir=os.environ.get("BENCH_DIR")))
     try:
         root = base / "state"
         (root / DUMP_KEY).parent.mkdir(parents=True)
