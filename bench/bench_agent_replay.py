@@ -10,9 +10,9 @@ downloads, the in-store ledger and status.json after every operation.
 from __future__ import annotations
 
 import gc
-import os
 import gzip
 import io
+import os
 import random
 import shutil
 import statistics
