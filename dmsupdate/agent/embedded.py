@@ -196,15 +196,20 @@ class EmbeddedBackend:
             raise OperationFailed(f"no RDF syntax for format {entry.format!r}")
         graph = _graph(entry)
         store = self.store
-        if entry.op == "replace" or fmt == ox.RdfFormat.RDF_XML:
-            # Parse before touching the store, so a bad file changes nothing.
-            scratch = ox.Store()
-            scratch.load(input=body, format=fmt, to_graph=graph)
+        if fmt == ox.RdfFormat.RDF_XML:
+            # RDF/XML cannot take a suffix: parse it, then add data and ledger in one transaction.
+            quads = [
+                ox.Quad(t.subject, t.predicate, t.object, graph) for t in ox.parse(input=body, format=fmt)
+            ]
             if entry.op == "replace":
                 store.update(f"DROP SILENT GRAPH {graph}")
-            if fmt == ox.RdfFormat.RDF_XML:
-                store.extend([*scratch, *record])
-                return
+            store.extend([*quads, *record])
+            return
+        if entry.op == "replace":
+            # Parse before touching the store, so a bad file leaves the graph as it was.
+            for _ in ox.parse(input=body, format=fmt):
+                pass
+            store.update(f"DROP SILENT GRAPH {graph}")
         if fmt == ox.RdfFormat.TURTLE:
             # A Turtle document is a TriG document; the suffix puts the ledger
             # triples in their graph within the same load (one transaction).

@@ -187,3 +187,35 @@ def test_update_refuses_to_replace_a_store_it_did_not_build(file_state, make_con
 
     assert refused["lastSucceeded"] is False and "rebuild" in refused["error"]
     assert rebuilt["lastSucceeded"] is True and store_quads(config.db_dir) == set()
+
+
+def test_rdf_xml_and_n_quads_files_load_into_their_graph(file_state, make_config, tmp_path):
+    rdf = (
+        '<?xml version="1.0"?>\n'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:ex="http://example.org/">\n'
+        '  <rdf:Description rdf:about="http://example.org/x"><ex:p rdf:resource="http://example.org/y"/>'
+        "</rdf:Description>\n</rdf:RDF>\n"
+    )
+    file_state.publish_image(0, [quad("old", "p", "o", G2)], tmp_path)
+    file_state.publish(10, "add", rdf, arg=G1, fmt="rdf")
+    file_state.publish(20, "replace", rdf, arg=G2, fmt="rdf.gz")
+    file_state.publish(
+        30,
+        "add",
+        "<http://example.org/q> <http://example.org/p> <http://example.org/r> .\n",
+        arg=G1,
+        fmt="nq",
+    )
+    config = make_config(file_state)
+
+    status = Runner(config).update()
+
+    assert status["lastSucceeded"] is True, status
+    lines = store_quads(config.db_dir)
+    assert graph_triples(lines, G1) == {
+        "<http://example.org/x> <http://example.org/p> <http://example.org/y>",
+        "<http://example.org/q> <http://example.org/p> <http://example.org/r>",
+    }
+    assert graph_triples(lines, G2) == {
+        "<http://example.org/x> <http://example.org/p> <http://example.org/y>"
+    }
