@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DMSUPDATE_VAR_DIR", BASE_DIR / "var"))
+# SQLite and collected static files live here; made up front so a fresh clone just runs.
+(VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -168,6 +170,8 @@ CACHES = {
 Q_BROKER = os.environ.get("DMSUPDATE_Q_BROKER", "orm")
 Q_CLUSTER: dict[str, object] = {
     "name": "dmsupdate",
+    # The queue's name: deployments (or test runs) sharing one Redis each use their own.
+    "cluster_name": os.environ.get("DMSUPDATE_Q_QUEUE") or "dmsupdate",
     "workers": env_int("DMSUPDATE_Q_WORKERS", 2),
     "timeout": env_int("DMSUPDATE_Q_TIMEOUT", 3600),
     "retry": env_int("DMSUPDATE_Q_TIMEOUT", 3600) + 60,
@@ -195,6 +199,14 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
+    # Registry backups: one root for all of them (else each dataset's own root).
+    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
+    "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
+    # Dashboard login: failed attempts allowed per address and per username, and for how long.
+    "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
+    "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
+    # Bearer token required by /metrics when set.
+    "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

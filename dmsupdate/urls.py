@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dmsupdate import views
+from dmsupdate import metrics, views
 
 api_v1 = [
     path("", include("publications.api.urls")),
@@ -17,10 +17,13 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("", include("servers.urls")),
 ]
 
-handler404 = "dmsupdate.views.not_found"
-handler500 = "dmsupdate.views.server_error"
+# JSON for /api/, HTML pages for the dashboard.
+handler403 = "servers.views.forbidden"
+handler404 = "servers.views.not_found"
+handler500 = "servers.views.server_error"

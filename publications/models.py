@@ -69,7 +69,7 @@ class ObjectKind(models.TextChoices):
 class StateObject(models.Model):
     """One key under a dataset's state root, parsed, with its checksums and lifecycle state."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="objects")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="state_objects")
     key = models.CharField(max_length=1024)
     kind = models.CharField(max_length=16, choices=ObjectKind.choices)
     op = models.CharField(max_length=16, blank=True)
@@ -138,7 +138,8 @@ class PublicationEvent(models.Model):
     size = models.BigIntegerField(null=True)
     sha256 = models.CharField(max_length=64, blank=True)
     uploaded = models.BooleanField(default=True, help_text="false when the publisher put the object itself")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL (not "") so the unique constraint only covers publications that sent a key.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
     response = models.JSONField(default=dict, blank=True)
 

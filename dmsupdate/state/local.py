@@ -29,7 +29,7 @@ class LocalStore:
     def __init__(self, base: str) -> None:
         self.base = Path(base)
         self.root = f"file://{self.base}"
-        self.stats = StoreStats()
+        self.stats = StoreStats(scheme="file")
 
     def url(self, key: str) -> str:
         return f"file://{self.base / key}"
@@ -49,7 +49,7 @@ class LocalStore:
         )
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
-        self.stats.list_calls += 1
+        self.stats.count("list")
         if not self.base.is_dir():
             raise StoreError(f"state root {self.root} is not a directory")
         yield from self._walk(self.base, "", prefix, start_after or "")
@@ -77,14 +77,14 @@ class LocalStore:
                 yield self._info(key, Path(entry.path))
 
     def head(self, key: str) -> ObjectInfo:
-        self.stats.head_calls += 1
+        self.stats.count("head")
         path = self._path(key)
         if not path.is_file():
             raise ObjectNotFound(f"no object {key!r} under {self.root}")
         return self._info(key, path)
 
     def open(self, key: str) -> BinaryIO:
-        self.stats.get_calls += 1
+        self.stats.count("get")
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError as exc:
@@ -113,7 +113,7 @@ class LocalStore:
         return tmp
 
     def put_new(self, key: str, body: BinaryIO, size: int, md5: str | None = None) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         path = self._path(key)
         tmp = self._write_temp(path, body, size, md5)
         try:
@@ -125,7 +125,7 @@ class LocalStore:
         return self._info(key, path)
 
     def put(self, key: str, body: BinaryIO, size: int) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         path = self._path(key)
         tmp = self._write_temp(path, body, size, None)
         os.replace(tmp, path)
@@ -144,7 +144,7 @@ class LocalStore:
         return failed
 
     def _delete_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
-        self.stats.delete_calls += 1
+        self.stats.count("delete")
         failed = []
         for key in keys:
             try:

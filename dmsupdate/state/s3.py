@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import builtins
+import io
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -38,7 +40,7 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint = endpoint
-        self.stats = StoreStats()
+        self.stats = StoreStats(scheme="s3")
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=_RETRIES)
 
     def url(self, key: str) -> str:
@@ -67,7 +69,7 @@ class S3Store:
             args["StartAfter"] = self.prefix + start_after
         cut = len(self.prefix)
         while True:
-            self.stats.list_calls += 1
+            self.stats.count("list")
             try:
                 page = self.client.list_objects_v2(**args)
             except (ClientError, BotoCoreError) as exc:
@@ -85,7 +87,7 @@ class S3Store:
             args.pop("StartAfter", None)
 
     def head(self, key: str) -> ObjectInfo:
-        self.stats.head_calls += 1
+        self.stats.count("head")
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except (ClientError, BotoCoreError) as exc:
@@ -98,15 +100,15 @@ class S3Store:
         )
 
     def open(self, key: str) -> BinaryIO:
-        self.stats.get_calls += 1
+        self.stats.count("get")
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("get", key, exc) from exc
-        return _Body(r["Body"], self, key)  # type: ignore[return-value]
+        return io.BufferedReader(_Body(r["Body"], key), buffer_size=1 << 20)  # type: ignore[return-value]
 
     def put_new(self, key: str, body: BinaryIO, size: int, md5: str | None = None) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         args = {
             "Bucket": self.bucket,
             "Key": self.prefix + key,
@@ -115,8 +117,6 @@ class S3Store:
             "IfNoneMatch": "*",
         }
         if md5:
-            import base64
-
             args["ContentMD5"] = base64.b64encode(bytes.fromhex(md5)).decode()
         try:
             r = self.client.put_object(**args)
@@ -130,7 +130,7 @@ class S3Store:
         return ObjectInfo(key=key, size=size, etag=r.get("ETag", "").strip('"') or None)
 
     def put(self, key: str, body: BinaryIO, size: int) -> ObjectInfo:
-        self.stats.put_calls += 1
+        self.stats.count("put")
         try:
             r = self.client.put_object(
                 Bucket=self.bucket, Key=self.prefix + key, Body=body, ContentLength=size
@@ -152,7 +152,7 @@ class S3Store:
         return failed
 
     def _delete_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
-        self.stats.delete_calls += 1
+        self.stats.count("delete")
         objects = [{"Key": self.prefix + k} for k in keys]
         try:
             r = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
@@ -162,19 +162,26 @@ class S3Store:
         return [e["Key"][cut:] for e in r.get("Errors", [])]
 
 
-class _Body:
+class _Body(io.RawIOBase):
     """A streaming GET body whose network errors surface as StoreUnavailable."""
 
-    def __init__(self, body: object, store: S3Store, key: str) -> None:
+    def __init__(self, body: object, key: str) -> None:
         self._body = body
-        self._store = store
         self._key = key
 
-    def read(self, n: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         try:
-            return self._body.read(n if n >= 0 else None)  # type: ignore[attr-defined]
+            chunk = self._body.read(len(buffer))  # type: ignore[attr-defined]
         except (BotoCoreError, OSError) as exc:
             raise StoreUnavailable(f"download of {self._key!r} broke off: {exc}") from exc
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
 
     def close(self) -> None:
-        self._body.close()  # type: ignore[attr-defined]
+        try:
+            self._body.close()  # type: ignore[attr-defined]
+        finally:
+            super().close()

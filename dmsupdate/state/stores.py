@@ -12,8 +12,9 @@ import gzip
 import hashlib
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
@@ -58,16 +59,25 @@ class ObjectInfo:
         return etag if MD5_ETAG.fullmatch(etag) else None
 
 
+# Requests made by this process, by (scheme, kind); exported on the control plane's /metrics.
+REQUESTS: Counter[tuple[str, str]] = Counter()
+
+
 @dataclass
 class StoreStats:
-    """Request counters, read by tests and benchmarks (e.g. ListObjectsV2 calls)."""
+    """Request counters of one store, read by tests and benchmarks (e.g. ListObjectsV2 calls)."""
 
+    scheme: str = "s3"
     list_calls: int = 0
     get_calls: int = 0
     put_calls: int = 0
     head_calls: int = 0
     delete_calls: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> None:
+        """Count one request of `kind` (list, get, put, head, delete)."""
+        setattr(self, f"{kind}_calls", getattr(self, f"{kind}_calls") + 1)
+        REQUESTS[(self.scheme, kind)] += 1
 
 
 class ObjectStore(Protocol):

@@ -57,7 +57,7 @@ class Migration(migrations.Migration):
                 ('first_seen', models.DateTimeField()),
                 ('last_seen', models.DateTimeField()),
                 ('state_changed_at', models.DateTimeField(blank=True, null=True)),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='objects', to='publications.dataset')),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='state_objects', to='publications.dataset')),
             ],
             options={
                 'ordering': ['dataset', 'key'],
