@@ -156,8 +156,8 @@ class Runner:
 
     def _perform(self, kind: str, full_scan: bool, backend: Backend, status: dict[str, Any]) -> None:
         path = self.config.status_path
-        source = self._source()
         try:
+            source = self._source()
             plan, opt, state = self._make_plan(backend, source, full_scan, rebuild=kind == "rebuild")
         except Exception as exc:  # a run that cannot even plan still ends with a status naming why
             self._fail(status, None, exc)
