@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 
 import boto3
 import pytest
-from conftest import free_port
 from django.core.management import CommandError, call_command
 from django_q.models import Schedule
 
@@ -21,6 +20,7 @@ from publications import sync
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from publications.schedules import SYNC_TASK
 from publications.sync import SyncError, sync_dataset
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 
