@@ -323,7 +323,8 @@ def test_a_second_sync_of_the_same_dataset_is_refused_while_one_runs(file_root):
         with pytest.raises(sync.SyncBusy, match="another sync of this dataset is running"):
             sync_dataset(dataset)
 
-    assert sync_dataset(dataset).new == 0
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [sync._LOCK_NAMESPACE, dataset.pk])
+        assert sync_dataset(dataset).new == 0
 
 
 def test_sync_state_command_prints_a_summary_per_dataset(file_root, capsys):
