@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from django.core.management import call_command
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

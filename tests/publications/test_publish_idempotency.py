@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import free_port
 
 from publications.models import ObjectState, PublicationEvent, StateObject
 from tests.api.fixtures import footprint, stored_keys
+from tests.conftest import free_port
 
 GRAPH = "http://example.org/graph/g"
 TTL = b"<http://example.org/a> <http://example.org/b> <http://example.org/c> .\n"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
 from django.conf import settings
 from django.core.management import call_command
+
+from tests.conftest import free_port
 
 pytest.importorskip("dmsupdate.agent.runner", reason="run_demo serves the demo's agents")
 

@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 
 import boto3
 import pytest
-from conftest import free_port
 from django.core.management import CommandError, call_command
 from django_q.models import Schedule
 
@@ -21,6 +20,7 @@ from publications import sync
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from publications.schedules import SYNC_TASK
 from publications.sync import SyncError, sync_dataset
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -294,6 +294,21 @@ def test_a_successful_sync_clears_the_last_error(file_root):
 
     dataset.refresh_from_db()
     assert dataset.last_sync_error == ""
+
+
+def test_moving_a_dataset_to_another_root_starts_its_sync_afresh(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    put_objects((f"file://{old}", None), [update_key(9)])
+    put_objects((f"file://{new}", None), [update_key(1)])
+    dataset = make_dataset((f"file://{old}", None))
+    sync_dataset(dataset)
+
+    dataset.s3root = f"file://{new}"
+    dataset.save()
+    result = sync_dataset(dataset)
+
+    assert result.new == 1
+    assert StateObject.objects.filter(key=update_key(1)).exists()
 
 
 def test_sync_state_command_prints_a_summary_per_dataset(file_root, capsys):
