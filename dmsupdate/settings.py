@@ -170,6 +170,8 @@ CACHES = {
 Q_BROKER = os.environ.get("DMSUPDATE_Q_BROKER", "orm")
 Q_CLUSTER: dict[str, object] = {
     "name": "dmsupdate",
+    # The queue's name: deployments (or test runs) sharing one Redis each use their own.
+    "cluster_name": os.environ.get("DMSUPDATE_Q_QUEUE") or "dmsupdate",
     "workers": env_int("DMSUPDATE_Q_WORKERS", 2),
     "timeout": env_int("DMSUPDATE_Q_TIMEOUT", 3600),
     "retry": env_int("DMSUPDATE_Q_TIMEOUT", 3600) + 60,
@@ -197,6 +199,9 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
+    # Registry backups: one root for all of them (else each dataset's own root).
+    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
+    "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
     # Dashboard login: failed attempts allowed per address and per username, and for how long.
     "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
     "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),

@@ -76,7 +76,7 @@ class EffectiveTime:
         (`2016-01-15T04:00:01.262711077Z`, fraction up to 9 digits).
         """
         text = text.strip()
-        m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})[/-T](\d{2}-\d{2}-\d{2}-\d{1,9})", text)
+        m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})[/T-](\d{2}-\d{2}-\d{2}-\d{1,9})", text)
         if m:
             return cls.parse(m.group(1), m.group(2))
         m = re.fullmatch(

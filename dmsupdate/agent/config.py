@@ -1,0 +1,221 @@
+"""The agent's config.json (DESIGN §5): the original tool's file works unchanged.
+
+Unknown keys are ignored; every missing or wrong key is reported on its own line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_CONFIG = "/opt/dms-update/config.json"
+DEFAULT_LOG_AREA = "/var/opt/dms-update"
+DEFAULT_BINDIR = "/opt/dms-update/bin"
+DEFAULT_WINDOW_HOURS = 24.0
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `problems` holds one line per faulty key."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Where the agent reports its status after every run."""
+
+    url: str
+    server: str
+    token: str
+
+    @property
+    def report_url(self) -> str:
+        return f"{self.url.rstrip('/')}/api/v1/servers/{self.server}/report/"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated agent configuration."""
+
+    s3root: str
+    s3endpoint: str | None = None
+    dblocation: str | None = None
+    dbname: str | None = None
+    service: str | None = None
+    query_endpoint: str | None = None
+    update_endpoint: str | None = None
+    gsp_endpoint: str | None = None
+    log_area: str = DEFAULT_LOG_AREA
+    bindir: str = DEFAULT_BINDIR
+    window_hours: float = DEFAULT_WINDOW_HOURS
+    controlplane: ControlPlane | None = None
+    agent_token: str | None = None
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+
+    @staticmethod
+    def default_path() -> str:
+        """`$DMS_UPDATE_CONFIG`, else `/opt/dms-update/config.json`."""
+        return os.environ.get("DMS_UPDATE_CONFIG") or DEFAULT_CONFIG
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Config:
+        """Read and validate a config file; raise ConfigError naming each problem."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read {source}: {exc.strerror or exc}"], source) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{source} is not UTF-8 text"], source) from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                [f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"], source
+            ) from exc
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> Config:
+        """Validate a decoded config object; raise ConfigError naming each problem."""
+        if not isinstance(data, dict):
+            raise ConfigError([f"{source} must hold a JSON object, not {type(data).__name__}"], source)
+        problems: list[str] = []
+
+        def text(name: str, required: bool = False) -> str | None:
+            value = data.get(name)
+            if value is None:
+                if required:
+                    problems.append(f"{name}: missing (required)")
+                return None
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"{name}: must be a non-empty string, not {json.dumps(value)}")
+                return None
+            return value.strip()
+
+        def url(name: str) -> str | None:
+            value = text(name)
+            if value is not None and urlparse(value).scheme not in ("http", "https"):
+                problems.append(f"{name}: must be an http:// or https:// URL, not {value!r}")
+                return None
+            return value
+
+        def number(name: str, default: float, minimum: float, strict: bool) -> float:
+            value = data.get(name)
+            if value is None:
+                return default
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if ok and (value > minimum or (not strict and value == minimum)):
+                return float(value)
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            problems.append(f"{name}: must be a number {bound}, not {json.dumps(value)}")
+            return default
+
+        s3root = text("s3root", required=True)
+        if s3root is not None:
+            scheme = urlparse(s3root).scheme
+            parsed = urlparse(s3root)
+            if scheme == "s3" and not parsed.netloc:
+                problems.append(f"s3root: s3:// roots need a bucket, got {s3root!r}")
+            elif scheme == "file" and not parsed.path.startswith("/"):
+                problems.append(f"s3root: file:// roots need an absolute path, got {s3root!r}")
+            elif scheme not in ("s3", "file"):
+                problems.append(f"s3root: must be s3://BUCKET/PREFIX or file:///PATH, not {s3root!r}")
+        s3endpoint = url("s3endpoint")
+        service = url("service")
+        embedded = service is None and data.get("update_endpoint") is None
+        dblocation = text("dblocation", required=embedded)
+        dbname = text("dbname", required=embedded)
+        if dbname is not None and ("/" in dbname or dbname in (".", "..")):
+            problems.append(f"dbname: must be a plain directory name, not {dbname!r}")
+        query_endpoint = url("query_endpoint")
+        update_endpoint = url("update_endpoint")
+        gsp_endpoint = url("gsp_endpoint")
+        if service is None and update_endpoint is None and gsp_endpoint is not None:
+            problems.append("gsp_endpoint: set service or update_endpoint too (a SPARQL backend needs both)")
+        if service is None and update_endpoint is not None and gsp_endpoint is None:
+            problems.append("update_endpoint: set service or gsp_endpoint too (a SPARQL backend needs both)")
+        log_area = text("logArea") or DEFAULT_LOG_AREA
+        bindir = text("bindir") or DEFAULT_BINDIR
+        window_hours = number("window_hours", DEFAULT_WINDOW_HOURS, 0, strict=True)
+        lock_timeout = number("lock_timeout", DEFAULT_LOCK_TIMEOUT, 0, strict=False)
+        agent_token = text("agent_token")
+        controlplane = None
+        raw_cp = data.get("controlplane")
+        if raw_cp is not None:
+            if not isinstance(raw_cp, dict):
+                problems.append(
+                    f"controlplane: must be an object {{url, server, token}}, not {json.dumps(raw_cp)}"
+                )
+            else:
+                cp_problems = []
+                for field in ("url", "server", "token"):
+                    value = raw_cp.get(field)
+                    if not isinstance(value, str) or not value.strip():
+                        cp_problems.append(f"controlplane.{field}: missing or not a non-empty string")
+                if not cp_problems and urlparse(raw_cp["url"]).scheme not in ("http", "https"):
+                    cp_problems.append(f"controlplane.url: must be an http(s) URL, not {raw_cp['url']!r}")
+                problems.extend(cp_problems)
+                if not cp_problems:
+                    controlplane = ControlPlane(
+                        raw_cp["url"].strip(), raw_cp["server"].strip(), raw_cp["token"].strip()
+                    )
+        if problems:
+            raise ConfigError(problems, source)
+        assert s3root is not None
+        return cls(
+            s3root=s3root,
+            s3endpoint=s3endpoint,
+            dblocation=dblocation,
+            dbname=dbname,
+            service=service,
+            query_endpoint=query_endpoint,
+            update_endpoint=update_endpoint,
+            gsp_endpoint=gsp_endpoint,
+            log_area=log_area,
+            bindir=bindir,
+            window_hours=window_hours,
+            controlplane=controlplane,
+            agent_token=agent_token,
+            lock_timeout=lock_timeout,
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """True when the store is the embedded Oxigraph one (no SPARQL service configured)."""
+        return self.service is None and self.update_endpoint is None
+
+    @property
+    def db_dir(self) -> Path | None:
+        if self.dblocation is None or self.dbname is None:
+            return None
+        return Path(self.dblocation) / self.dbname
+
+    @property
+    def status_path(self) -> Path:
+        return Path(self.log_area) / "status.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(self.log_area) / "lock"
+
+    @property
+    def ledger_path(self) -> Path:
+        return Path(self.log_area) / "ledger.sqlite"
+
+    def endpoints(self) -> tuple[str, str, str]:
+        """The query, update and Graph Store Protocol URLs (Fuseki style unless overridden)."""
+        base = self.service or ""
+        return (
+            self.query_endpoint or f"{base}query",
+            self.update_endpoint or f"{base}update",
+            self.gsp_endpoint or f"{base}data",
+        )

@@ -1,0 +1,241 @@
+"""Runs of the agent: plan, update and rebuild, with the lock, status.json and the report.
+
+`Runner(config)` holds no global state: the control plane's demo and the
+fleet's base-image builder call it in-process, several at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dmsupdate.agent.config import Config
+from dmsupdate.agent.embedded import EmbeddedBackend
+from dmsupdate.agent.errors import AgentError, Throttled
+from dmsupdate.agent.report import report_status
+from dmsupdate.agent.sparql import SparqlBackend
+from dmsupdate.agent.status import RunLock, now_iso, read_status, write_status
+from dmsupdate.state.keys import EffectiveTime, InvalidKey, parse_key, window_start_key
+from dmsupdate.state.plan import (
+    LedgerState,
+    Plan,
+    PlanEntry,
+    build_plan,
+    choose_bootstrap,
+    window_start,
+)
+from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, StoreUnavailable, open_store
+
+log = logging.getLogger("dmsupdate.agent")
+
+Backend = EmbeddedBackend | SparqlBackend
+
+
+class Runner:
+    """Plans and performs runs for one configured server."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # The longest Retry-After seen in the last run (endpoint, store or control plane); read by `watch`.
+        self.retry_after: float | None = None
+        self.throttled = False
+
+    # Public API -----------------------------------------------------------
+
+    def plan(self) -> list[PlanEntry]:
+        """What `update` would do now (bootstrap first when there is no database)."""
+        return self.plan_details().entries
+
+    def plan_details(self) -> Plan:
+        """The plan with the late and invalid keys the listing revealed."""
+        with self.lock():
+            backend = self._backend()
+            try:
+                plan, _opt, _state = self._make_plan(backend, self._source(), full_scan=False, rebuild=False)
+            finally:
+                backend.close()
+        return plan
+
+    def update(self, full_scan: bool = False) -> dict[str, Any]:
+        """Catch up (bootstrapping when needed); return the final status."""
+        with self.lock():
+            return self.run_locked("update", full_scan=full_scan)
+
+    def rebuild(self) -> dict[str, Any]:
+        """New database from the newest image/dump, then replay; return the final status."""
+        with self.lock():
+            return self.run_locked("rebuild")
+
+    def status(self) -> dict[str, Any]:
+        """status.json, with `running` telling whether a run holds the lock now."""
+        status = read_status(self.config.status_path)
+        status["running"] = RunLock.is_held(self.config.lock_path)
+        return status
+
+    def lock(self, timeout: float | None = None) -> RunLock:
+        """Take the run lock (shared by CLI, serve and watch); raise Busy after the bounded wait."""
+        lock = RunLock(self.config.lock_path)
+        lock.acquire(self.config.lock_timeout if timeout is None else timeout)
+        return lock
+
+    # Internals ------------------------------------------------------------
+
+    def _source(self) -> ObjectStore:
+        return open_store(self.config.s3root, self.config.s3endpoint)
+
+    def _backend(self, status: dict[str, Any] | None = None) -> Backend:
+        if self.config.embedded:
+            assert self.config.db_dir is not None
+            return EmbeddedBackend(self.config.db_dir)
+        if status is None:
+            status = read_status(self.config.status_path)
+        effective = status.get("effectiveDate")
+        return SparqlBackend(self.config, effective if isinstance(effective, str) else None)
+
+    def _make_plan(
+        self, backend: Backend, source: ObjectStore, full_scan: bool, rebuild: bool
+    ) -> tuple[Plan, ObjectInfo | None, LedgerState]:
+        state = backend.ledger_state()
+        window = self.config.window_hours
+        if rebuild or state.baseline is None:
+            boot, opt, invalid_images = choose_bootstrap(source.list("images/"))
+            if boot is None:
+                raise AgentError(
+                    f"no image or dump under {source.url('images/')} to initialise the database from"
+                )
+            start_after = None if full_scan else window_start_key("updates", boot.effective)
+            listing = source.list("updates/", start_after=start_after)
+            plan = build_plan(listing, LedgerState(baseline=None), window, bootstrap=boot)
+            plan.invalid = invalid_images + plan.invalid
+            return plan, opt, LedgerState(baseline=None)
+        newest = state.newest
+        assert newest is not None
+        start_after = None if full_scan else window_start_key("updates", window_start(newest, window))
+        return build_plan(source.list("updates/", start_after=start_after), state, window), None, state
+
+    def run_locked(self, kind: str, full_scan: bool = False) -> dict[str, Any]:
+        """Perform an update or rebuild; the caller holds the lock. Returns the final status."""
+        self.retry_after = None
+        self.throttled = False
+        path = self.config.status_path
+        status = read_status(path)
+        status.update(running=True, applied=0)
+        write_status(path, status)
+        backend = self._backend(status)
+        try:
+            self._perform(kind, full_scan, backend, status)
+        finally:
+            backend.close()
+            status["running"] = False
+            status["lastUpdate"] = now_iso()
+            write_status(path, status)
+        if self.config.controlplane is not None:
+            retry = report_status(self.config.controlplane, status)
+            if retry is not None:
+                self._note_throttle(retry)
+        return status
+
+    def _note_throttle(self, retry_after: float | None) -> None:
+        self.throttled = True
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+    def _fail(self, status: dict[str, Any], key: str | None, exc: BaseException) -> None:
+        if isinstance(exc, Throttled):
+            self._note_throttle(exc.retry_after)
+        elif isinstance(exc, StoreUnavailable):
+            self._note_throttle(None)  # S3 503/SlowDown (after boto3's own retries): back off
+        message = str(exc) if isinstance(exc, AgentError | StoreError) else f"{type(exc).__name__}: {exc}"
+        status.update(lastSucceeded=False, failedKey=key, error=message)
+        log.error("run failed%s: %s", f" at {key}" if key else "", message)
+
+    def _perform(self, kind: str, full_scan: bool, backend: Backend, status: dict[str, Any]) -> None:
+        path = self.config.status_path
+        source = self._source()
+        try:
+            plan, opt, state = self._make_plan(backend, source, full_scan, rebuild=kind == "rebuild")
+        except (AgentError, StoreError, OSError) as exc:
+            self._fail(status, None, exc)
+            return
+        if full_scan:
+            status["late"] = plan.late
+            status["invalid"] = sorted(set(plan.invalid))
+        else:
+            status["invalid"] = sorted(set(status.get("invalid") or []) | set(plan.invalid))
+        tracker = _Progress(state, self.config.window_hours)
+        status.update(tracker.fields())
+        if state.bootstrap_key:
+            status["image"] = state.bootstrap_key
+        if plan.late:
+            log.warning("%d late key(s) older than the window were never applied", len(plan.late))
+        applied = 0
+        try:
+            backend.settle(plan.settled)
+        except (AgentError, StoreError, OSError) as exc:
+            self._fail(status, None, exc)
+            return
+        for entry in plan.entries:
+            if entry.skip:
+                continue
+            try:
+                if entry is plan.bootstrap:
+                    log.info("installing %s %s", entry.op, entry.key)
+                    backend.install(entry, source, opt)
+                    tracker = _Progress(LedgerState(baseline=entry.effective), self.config.window_hours)
+                    status["image"] = entry.key
+                    status["late"] = []
+                else:
+                    backend.apply(entry, source)
+                    tracker.add(entry)
+            except Exception as exc:  # any failure stops the run here and is named in status
+                status["applied"] = applied
+                self._fail(status, entry.key, exc)
+                return
+            applied += 1
+            log.info("applied %s %s", entry.op, entry.key)
+            status.update(tracker.fields(), applied=applied, lastUpdate=now_iso())
+            write_status(path, status)
+        status.update(applied=applied, lastSucceeded=True, failedKey=None, error=None)
+
+
+class _Progress:
+    """The newest applied effective time and the keys applied within the window."""
+
+    def __init__(self, state: LedgerState, window_hours: float) -> None:
+        self.window_hours = window_hours
+        self.newest: EffectiveTime | None = state.baseline
+        self.recent: dict[str, EffectiveTime] = {}
+        for key in state.applied:
+            try:
+                eff = parse_key(key).effective
+            except InvalidKey:
+                continue
+            if eff is None:
+                continue
+            self.recent[key] = eff
+            if self.newest is None or eff > self.newest:
+                self.newest = eff
+        self._trim()
+
+    def add(self, entry: PlanEntry) -> None:
+        self.recent[entry.key] = entry.effective
+        for key in entry.settles:
+            try:
+                eff = parse_key(key).effective
+            except InvalidKey:
+                continue
+            if eff is not None:
+                self.recent[key] = eff
+        if self.newest is None or entry.effective > self.newest:
+            self.newest = entry.effective
+            self._trim()
+
+    def _trim(self) -> None:
+        if self.newest is None:
+            return
+        start = window_start(self.newest, self.window_hours)
+        self.recent = {k: e for k, e in self.recent.items() if e >= start}
+
+    def fields(self) -> dict[str, Any]:
+        keys = sorted(self.recent, key=lambda k: (self.recent[k].nanos, k))
+        return {"effectiveDate": self.newest.path if self.newest else None, "recent": keys}

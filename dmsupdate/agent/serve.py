@@ -1,0 +1,214 @@
+"""`dms-update serve`: the HTTP trigger the control plane's trigger-and-wait job calls.
+
+GET /status → 200 status.json plus `running`; POST /update and POST /rebuild
+start a run in a background thread (409 when one is running; `?wait=SECONDS`
+answers 200 with the final status if the run ends in time, else 202). When
+`agent_token` is configured every request needs `Authorization: Bearer <token>`
+(or `Token <token>`). Errors are JSON `{"error", "detail"}`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from dmsupdate.agent.runner import Runner
+from dmsupdate.agent.status import Busy, RunLock
+
+log = logging.getLogger("dmsupdate.agent")
+MAX_WAIT = 3600.0
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split `HOST:PORT` (IPv6 hosts in brackets); raise ValueError when malformed."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, not {bind!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class AgentService:
+    """One run at a time, started by HTTP requests; shares the CLI's lock file."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._claim = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self.last_status: dict[str, Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return True
+        return RunLock.is_held(self.runner.config.lock_path)
+
+    def status(self) -> dict[str, Any]:
+        status = self.runner.status()
+        status["running"] = self.running
+        return status
+
+    def start(self, kind: str) -> threading.Event:
+        """Start a run in the background; raise Busy when one is running here or elsewhere."""
+        if not self._claim.acquire(blocking=False):
+            raise Busy("a run is already in progress")
+        try:
+            if self._thread is not None and self._thread.is_alive():
+                raise Busy("a run is already in progress")
+            lock = self.runner.lock(timeout=0)  # held by another process (cron, CLI): busy
+        except BaseException:
+            self._claim.release()
+            raise
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.last_status = self.runner.run_locked(kind)
+            except Exception:  # the thread must never die silently
+                log.exception("%s run crashed", kind)
+            finally:
+                lock.release()
+                done.set()
+
+        self._thread = threading.Thread(target=run, name=f"dms-update-{kind}", daemon=True)
+        self._thread.start()
+        self._claim.release()
+        return done
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes the three endpoints; everything else is a JSON 404."""
+
+    service: AgentService
+    server_version = "dms-update"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"error": code, "detail": detail}, headers)
+
+    def _authorised(self) -> bool:
+        token = self.service.runner.config.agent_token
+        if not token:
+            return True
+        scheme, _, given = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() in ("bearer", "token") and hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return True
+        self._error(
+            HTTPStatus.UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <agent_token>",
+            {"WWW-Authenticate": 'Bearer realm="dms-update"'},
+        )
+        return False
+
+    def _route(self, method: str) -> None:
+        try:
+            url = urlsplit(self.path)
+            path = url.path.rstrip("/") or "/"
+            routes = {"/status": ("GET",), "/update": ("POST",), "/rebuild": ("POST",)}
+            if path not in routes:
+                self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint: {url.path}")
+                return
+            if method not in routes[path]:
+                self._error(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    f"{path} accepts {', '.join(routes[path])}",
+                    {"Allow": ", ".join(routes[path])},
+                )
+                return
+            if not self._authorised():
+                return
+            if path == "/status":
+                self._send(HTTPStatus.OK, self.service.status())
+                return
+            self._trigger(path.lstrip("/"), parse_qs(url.query))
+        except Exception:
+            log.exception("request %s %s failed", method, self.path)
+            self._error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "the agent could not answer; see its log"
+            )
+
+    def _trigger(self, kind: str, query: dict[str, list[str]]) -> None:
+        wait: float | None = None
+        if "wait" in query:
+            try:
+                wait = float(query["wait"][-1])
+                if not 0 <= wait <= MAX_WAIT:
+                    raise ValueError
+            except ValueError:
+                self._error(
+                    HTTPStatus.BAD_REQUEST,
+                    "bad_request",
+                    f"wait must be a number of seconds from 0 to {MAX_WAIT:g}",
+                )
+                return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 16))
+        try:
+            done = self.service.start(kind)
+        except Busy as exc:
+            self._error(HTTPStatus.CONFLICT, "busy", str(exc))
+            return
+        if wait is not None and done.wait(wait):
+            status = self.service.last_status or self.service.runner.status()
+            status = dict(status, running=False)
+            self._send(HTTPStatus.OK, status)
+            return
+        self._send(HTTPStatus.ACCEPTED, {"started": True})
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._route("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._route("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._route("DELETE")
+
+
+def make_server(runner: Runner, host: str, port: int) -> ThreadingHTTPServer:
+    """An HTTP server bound to host:port serving the agent endpoints (not yet serving)."""
+    service = AgentService(runner)
+    handler = type("AgentHandler", (Handler,), {"service": service})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_forever(runner: Runner, host: str, port: int) -> None:
+    """Serve until interrupted."""
+    server = make_server(runner, host, port)
+    log.info("serving on http://%s:%d", host, port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

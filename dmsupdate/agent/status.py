@@ -1,0 +1,145 @@
+"""status.json (DESIGN §5) and the run lock shared by the CLI, `serve` and `watch`."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATUS_FIELDS = (
+    "effectiveDate",
+    "recent",
+    "lastSucceeded",
+    "lastUpdate",
+    "applied",
+    "failedKey",
+    "error",
+    "late",
+    "invalid",
+    "image",
+    "running",
+)
+
+
+class Busy(Exception):
+    """Another run holds the lock (exit code 75)."""
+
+
+def empty_status() -> dict[str, Any]:
+    """The status of an agent that has never run."""
+    return {
+        "effectiveDate": None,
+        "recent": [],
+        "lastSucceeded": None,
+        "lastUpdate": None,
+        "applied": 0,
+        "failedKey": None,
+        "error": None,
+        "late": [],
+        "invalid": [],
+        "image": None,
+        "running": False,
+    }
+
+
+def now_iso() -> str:
+    """Clock time in ISO 8601 (UTC, microseconds), as written in `lastUpdate`."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """status.json merged over the empty status; a missing or broken file reads as empty."""
+    status = empty_status()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return status
+    if isinstance(data, dict):
+        status.update(data)
+    return status
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """Replace status.json atomically (temp file, then rename): readers never see half a file.
+
+    No fsync: the durable record of progress is the ledger (inside the embedded
+    store, or SQLite for a remote endpoint); status.json is rebuilt from it at
+    the start of every run, so a lost write after a power cut costs nothing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(status, out, indent=2)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class RunLock:
+    """An exclusive `flock` on `logArea/lock`: one run per server, across processes and threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> None:
+        """Wait at most `timeout` seconds for the lock; raise Busy when it stays taken."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Busy(
+                        f"another dms-update run holds {self.path} (waited {timeout:g} s); try again later"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """True when some run holds the lock right now."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
