@@ -144,9 +144,10 @@ def sparkline_svg(points: Sequence[float | None], label: str = "lag over the las
         y = h - 2 - ((value / top) * (h - 4) if top > 0 else 0)
         coords.append(f"{i * step:.0f},{y:.1f}")
     if len(coords) == 1:
-        # A single report draws as a short level line rather than an invisible point.
+        # A single hour draws as a level stroke one hour wide, ending at its hour.
         x, y = (float(c) for c in coords[0].split(","))
-        coords = [f"{max(0.0, x - 4):.0f},{y:.1f}", f"{min(float(w), x + 4):.0f},{y:.1f}"]
+        width = max(step, 8.0)
+        coords = [f"{max(0.0, x - width):.0f},{y:.1f}", f"{max(x, width):.0f},{y:.1f}"]
     tone = "flat" if top == 0 else "up"
     title = escape(f"{label}: at most {duration_text(top) or '0 s'} behind")
     return mark_safe(
