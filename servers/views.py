@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.services import actor_name
 from dmsupdate import views as project_views
-from dmsupdate.web import operator_action, operator_required, page, viewer_required
+from dmsupdate.web import operator_action, operator_required, page, text_param, viewer_required
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from servers.dashboard import fleet, lag_history
@@ -24,7 +24,7 @@ def _fleet_context(request: HttpRequest) -> dict:
     state = request.GET.get("state", "")
     if state not in ServerState.values:
         state = ""
-    dataset = request.GET.get("dataset", "")[:64]
+    dataset = text_param(request.GET, "dataset", 64)
     return {
         "sections": fleet(state=state, dataset=dataset),
         "state": state,
