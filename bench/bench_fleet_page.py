@@ -175,22 +175,26 @@ def raw_sql_ms() -> tuple[float, float]:
     from django.db import connection
     from django.utils import timezone
 
-    from servers.dashboard import FLEET_FIELDS, datasets_with_heads, lag_history, with_capped_pending
+    from servers.dashboard import (
+        FLEET_FIELDS,
+        PENDING_CAP,
+        datasets_with_heads,
+        lag_history,
+        newest_update_times,
+    )
     from servers.models import Server
 
     heads_sql = datasets_with_heads().values_list("pk", "head_key", "head_ns").query.sql_with_params()
-    servers_sql = (
-        with_capped_pending(Server.objects.order_by("name"))
-        .values_list("pk", *FLEET_FIELDS, "pending_updates")
-        .query.sql_with_params()
-    )
+    servers_sql = Server.objects.order_by("name").values_list("pk", *FLEET_FIELDS).query.sql_with_params()
     warm, cold = [], []
     for _ in range(RUNS):
         started = time.perf_counter()
         with connection.cursor() as cur:
-            for sql, params in (heads_sql, servers_sql):
-                cur.execute(sql, params)
-                ids = [row[0] for row in cur.fetchall()]
+            cur.execute(*heads_sql)
+            dataset_ids = [row[0] for row in cur.fetchall()]
+            cur.execute(*servers_sql)
+            ids = [row[0] for row in cur.fetchall()]
+        newest_update_times(dataset_ids, PENDING_CAP + 1)
         middle = time.perf_counter()
         lag_history(ids, timezone.now())
         warm.append((middle - started) * 1000)
