@@ -25,7 +25,10 @@ def _counters(ip: str, username: str) -> list[str]:
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):
-    """Django's login form, refusing a caller with too many recent failures (refusals are audited)."""
+    """Django's login form, refusing a caller with too many recent failures.
+
+    Failures are audited by the `user_login_failed` receiver in `accounts.signals`.
+    """
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -54,7 +57,6 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                         cache.incr(key)
                     except ValueError:
                         cache.set(key, 1, lockout)
-            # The failure itself is audited by accounts.signals (user_login_failed).
             raise
 
 
