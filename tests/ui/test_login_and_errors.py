@@ -33,7 +33,7 @@ def test_a_wrong_password_is_refused_and_audited(client, viewer):
     response = client.post("/login/", {"username": "victor", "password": "guess"}, REMOTE_ADDR="10.0.0.7")
     assert response.status_code == 200 and b"enter a correct username and password" in response.content
     event = AuditEvent.objects.get(action="login.failed")
-    assert (event.actor, event.target, event.details["address"]) == ("anonymous", "victor", "10.0.0.7")
+    assert (event.actor, event.target, event.details["ip"]) == ("anonymous", "victor", "10.0.0.7")
 
 
 def test_too_many_failures_for_a_username_lock_it_even_with_the_right_password(client, viewer, settings):
