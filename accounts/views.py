@@ -25,10 +25,7 @@ def _counters(ip: str, username: str) -> list[str]:
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):
-    """Django's login form, refusing a caller with too many recent failures.
-
-    Failures are audited by the `user_login_failed` receiver in `accounts.signals`.
-    """
+    """Django's login form, refusing a caller with too many recent failures and auditing every failure."""
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -49,7 +46,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             )
         try:
             return super().clean()
-        except ValidationError:
+        except ValidationError as exc:
             for key in keys:
                 # add() starts the window on the first failure; incr() keeps its expiry.
                 if not cache.add(key, 1, lockout):
@@ -57,6 +54,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                         cache.incr(key)
                     except ValueError:
                         cache.set(key, 1, lockout)
+            record("anonymous", "login.failed", username, {"ip": ip, "reason": exc.error_list[0].code})
             raise
 
 
