@@ -287,3 +287,26 @@ def test_scheduled_gc_runs_as_a_job_of_the_schedule(dataset, history):
     job = Job.objects.get(kind=JobKind.GC)
     assert job.actor == "schedule" and job.status == JobStatus.SUCCEEDED
     assert result["datasets"]["flood"]["deleted"] == sorted([history["u0"].key, history["failed_old"].key])
+
+
+def test_store_failure_leaves_the_registry_as_it_was_and_fails_the_job(moto_server):
+    dataset = Dataset.objects.create(name="gone", s3root="s3://no-such-bucket/dms", s3endpoint=moto_server)
+    key = update(500)
+    old = NOW - timedelta(days=10)
+    row = StateObject.objects.create(
+        dataset=dataset,
+        key=key,
+        state=ObjectState.EXPIRED,
+        state_changed_at=old,
+        first_seen=old,
+        last_seen=old,
+        **StateObject.fields_from_key(parse_key(key)),
+    )
+
+    job = start_job(JobKind.GC, dataset=dataset, run_now=True)
+
+    assert job.status == JobStatus.FAILED
+    entry = job.result["datasets"]["gone"]
+    assert entry["failed"] == [key] and entry["deleted"] == []
+    assert "no-such-bucket" in entry["error"]
+    assert state(row) == ObjectState.EXPIRED
