@@ -131,13 +131,16 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
             servers = job.result["servers"]
             assert job.result["summary"] == f"{agents} ok", job.result
             assert all(s["ops_applied"] == 1 for s in servers.values())
-            runs = UpdateRun.objects.filter(job=job)
+            runs = UpdateRun.objects.filter(job=job).select_related("server")
             last_answer = max(r.finished_at for r in runs)
+            calls = [r.finished_at.timestamp() - servers[r.server.name]["duration_seconds"] for r in runs]
             figures.append(
                 {
                     # Where the job's time went: before the agents were called, and after the last answered.
                     "lead": (min(r.started_at for r in runs) - job.created_at).total_seconds(),
                     "tail": (job.finished_at - last_answer).total_seconds(),
+                    # The last agent was called this long after the first (thread start-up under load).
+                    "spread": max(calls) - min(calls),
                     "job": c.seconds,
                     "slowest_alone": max(solo),
                     "sum_alone": sum(solo),
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  round {n}: job {f['job']:.2f} s; slowest agent in the job {f['slowest_in_job']:.2f} s, "
             f"alone {f['slowest_alone']:.2f} s; one by one {f['sum_alone']:.2f} s; "
-            f"before the first call {f['lead']:.2f} s, after the last answer {f['tail']:.2f} s"
+            f"before the first call {f['lead']:.2f} s, last call {f['spread']:.2f} s after the first, "
+            f"after the last answer {f['tail']:.2f} s"
         )
     ratio = job / in_job
     print(

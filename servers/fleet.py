@@ -421,18 +421,21 @@ _recorders = threading.BoundedSemaphore(RECORDERS)
 
 
 def _trigger_in_thread(
-    server: Server, kind: str, job: Job, run: UpdateRun, timeout: float, audit_ok: bool
+    server: Server, kind: str, job: Job, run: UpdateRun, timeout: float, go: threading.Event
 ) -> dict:
     """Pool worker: wait on the agent, then record its answer on the thread's own connection.
 
     Recording here rather than in the job's thread lets the answers of a whole fleet,
     which tend to arrive together, be written in parallel.
     """
+    # Start together: threads that already talk to agents would slow down (through the GIL)
+    # the job's thread still starting the others, and the last agent would be called seconds late.
+    go.wait()
     try:
         answer = call_agent(server, kind, timeout, run.started_at)
         with _recorders:
             with transaction.atomic():
-                return finish_run(server, kind, job, run, answer, audit_ok=audit_ok)
+                return finish_run(server, kind, job, run, answer, audit_ok=False)
     finally:
         connection.close()
 
@@ -465,9 +468,11 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     # All runs are opened first in one insert, so no agent's trigger waits on the database.
     runs = begin_runs(servers, kind, job, trigger)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
+        go = threading.Event()
         pending: dict[Future, Server] = {
-            pool.submit(_trigger_in_thread, s, kind, job, runs[s.pk], timeout, False): s for s in servers
+            pool.submit(_trigger_in_thread, s, kind, job, runs[s.pk], timeout, go): s for s in servers
         }
+        go.set()
         while pending:
             # Wake up now and then even when no server finished, to keep the job's heartbeat fresh.
             done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
