@@ -20,6 +20,7 @@ def discover() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     names = discover()
     wanted = [a if a.startswith("bench_") else f"bench_{a}" for a in argv]
     unknown = [w for w in wanted if w not in names]

@@ -131,3 +131,4 @@ def test_kill_9_during_replay_then_resume_equals_a_clean_replay(file_state, make
     assert kills >= 6
     assert final["lastSucceeded"] is True, final
     assert canonical(crashy.db_dir) == expected
+    assert not list(crashy.status_path.parent.glob(".status-*"))  # no temp files left by the kills

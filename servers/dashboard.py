@@ -1,0 +1,247 @@
+"""What the dashboard's fleet page shows, gathered in a fixed number of queries.
+
+The fleet page lists every server of every dataset; its query count must not grow
+with the fleet: one query for the datasets and their heads, one for the servers
+with their pending counts, one for all the sparklines.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Max, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Extract, Floor, Trunc
+from django.utils import timezone
+
+from dmsupdate.state.keys import EffectiveTime
+from publications.models import Dataset, ObjectKind, ObjectState, StateObject
+from servers.models import Server, ServerState, StatusReport
+from servers.services import Lag, lag_of
+
+# Pending updates are counted up to this many per server on the fleet page and shown
+# as "1,000+" beyond: an exact count is O(pending) per server, and a server that never
+# reported has every update of the registry pending.
+PENDING_CAP = 1000
+
+# Sparkline resolution: one point per hour over the last day, so a server costs at
+# most this many rows in the sparkline query however often it reports.
+SPARK_HOURS = 24
+
+
+@dataclass
+class FleetRow:
+    """One server line of the fleet page."""
+
+    server: Any  # a named row of FLEET_FIELDS (+ pk), read like a Server
+    lag: Lag
+    spark: str  # the rendered sparkline (see fleet_sparklines)
+
+    @property
+    def state(self) -> str:
+        return self.lag.state
+
+
+@dataclass
+class DatasetFleet:
+    """A dataset's head and its servers, as one section of the fleet page."""
+
+    dataset: Dataset
+    head_key: str | None
+    head_ns: int | None
+    rows: list[FleetRow] = field(default_factory=list)
+
+    @property
+    def head_at(self) -> datetime | None:
+        return EffectiveTime(self.head_ns).to_datetime() if self.head_ns is not None else None
+
+    @property
+    def counts(self) -> list[tuple[str, int]]:
+        """Servers per state, in the order of ServerState (for the section's summary line)."""
+        n = Counter(row.state for row in self.rows)
+        return [(state.value, n[state]) for state in ServerState if n[state]]
+
+
+def datasets_with_heads() -> QuerySet[Dataset]:
+    """Datasets annotated with their newest published update (key and time).
+
+    A correlated subquery per dataset walks object_lag_idx backwards and stops at
+    the first row, where GROUP BY + MAX over the registry would read every update.
+    """
+    newest = StateObject.objects.filter(
+        dataset_id=OuterRef("pk"), kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED
+    ).order_by("-effective_ns", "-key")
+    return Dataset.objects.annotate(
+        head_key=Subquery(newest.values("key")[:1]),
+        head_ns=Subquery(newest.values("effective_ns")[:1]),
+    ).order_by("name")
+
+
+def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[int]]:
+    """The `limit` newest published update times of each dataset, oldest first, in one query.
+
+    A server's pending count up to the cap is then a binary search in its dataset's
+    list: no count per server (each an index walk over its pending updates).
+    """
+    if not dataset_ids:
+        return {}
+    times: dict[int, list[int]] = defaultdict(list)
+    newest = (
+        StateObject.objects.filter(
+            kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED, effective_ns__isnull=False
+        )
+        .order_by("-effective_ns")
+        .values_list("effective_ns", flat=True)
+    )
+    if connection.vendor == "postgresql":
+        # LATERAL: one backward walk of object_lag_idx per dataset, stopping at `limit`.
+        with connection.cursor() as cur:
+            cur.execute(
+                f"""SELECT d.id, o.effective_ns FROM {Dataset._meta.db_table} d CROSS JOIN LATERAL (
+                        SELECT effective_ns FROM {StateObject._meta.db_table}
+                        WHERE dataset_id = d.id AND kind = %s AND state = %s AND effective_ns IS NOT NULL
+                        ORDER BY effective_ns DESC LIMIT %s) AS o
+                    WHERE d.id = ANY(%s)""",
+                [ObjectKind.UPDATE, ObjectState.PUBLISHED, limit, list(dataset_ids)],
+            )
+            for dataset_id, effective_ns in cur.fetchall():
+                times[dataset_id].append(effective_ns)
+    else:
+        newest = StateObject.objects.filter(
+            kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED, effective_ns__isnull=False
+        ).order_by("-effective_ns")
+        for dataset_id in dataset_ids:
+            times[dataset_id] = list(
+                newest.filter(dataset_id=dataset_id).values_list("effective_ns", flat=True)[:limit]
+            )
+    for values in times.values():
+        values.reverse()
+    return times
+
+
+def pending_of(effective_ns: int | None, newest: list[int]) -> int:
+    """Published updates later than `effective_ns`, counted in a dataset's newest times (capped by its length)."""
+    if effective_ns is None:
+        return len(newest)
+    return len(newest) - bisect_right(newest, effective_ns)
+
+
+def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
+    """Each server's lag over the last `hours`, one value per hour (the worst of that hour), in one query.
+
+    Hours without a report carry the previous value forward (the lag did not
+    change without a report); hours before the first report are None.
+    """
+    ids = list(server_ids)
+    if not ids:
+        return {}
+    start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
+    reports = StatusReport.objects.filter(server_id__in=ids, received_at__gte=start)
+    buckets: dict[int, list[float | None]] = defaultdict(lambda: [None] * hours)
+    if connection.vendor == "postgresql":
+        # Hours since the epoch as plain numbers: turning tens of thousands of truncated
+        # timestamps back into aware datetimes cost more than the query itself.
+        first = int(start.timestamp()) // 3600
+        rows = (
+            reports.annotate(hour=Floor(Extract("received_at", "epoch") / 3600))
+            .values("server_id", "hour")
+            .annotate(worst=Max("lag_seconds"))
+            .order_by()
+            .values_list("server_id", "hour", "worst")
+        )
+        for server_id, hour, worst in rows:
+            index = int(hour) - first
+            if 0 <= index < hours:
+                buckets[server_id][index] = worst
+    else:
+        truncated = (
+            reports.annotate(hour=Trunc("received_at", "hour"))
+            .values("server_id", "hour")
+            .annotate(worst=Max("lag_seconds"))
+            .order_by()
+            .values_list("server_id", "hour", "worst")
+        )
+        for server_id, when, worst in truncated:
+            index = int((when - start).total_seconds() // 3600)
+            if 0 <= index < hours:
+                buckets[server_id][index] = worst
+    history = {}
+    for server_id, values in buckets.items():
+        last = None
+        for i, value in enumerate(values):
+            if value is None:
+                values[i] = last
+            else:
+                last = value
+        history[server_id] = values
+    return history
+
+
+# What the fleet page reads of each server: its state inputs (servers.services.state_of)
+# and what the row shows; not the reported key lists' full content beyond late_keys.
+FLEET_FIELDS = (
+    "name",
+    "dataset_id",
+    "enabled",
+    "agent_url",
+    "effective_ns",
+    "last_report_at",
+    "last_succeeded",
+    "failed_key",
+    "last_error",
+    "late_keys",
+    "unreachable_since",
+    "unreachable_error",
+    "rebuild_requested_at",
+)
+
+# Sparklines change at most hourly in shape; the fleet page polls every few seconds,
+# so the rendered lines are kept this long instead of re-reading a day of reports.
+SPARK_CACHE_SECONDS = 60
+
+
+def fleet_sparklines(dataset_ids: list[int], server_ids: list[int], now: datetime) -> dict[int, str]:
+    """Rendered 24 h lag sparklines (inline SVG) of the given datasets' servers, cached briefly."""
+    from servers.templatetags.dashboard import sparkline_svg
+
+    key = "dashboard:sparklines:" + ",".join(map(str, sorted(dataset_ids)))
+    lines = cache.get(key)
+    if lines is None:
+        lines = {pk: str(sparkline_svg(points)) for pk, points in lag_history(server_ids, now).items()}
+        cache.set(key, lines, SPARK_CACHE_SECONDS)
+    return lines
+
+
+def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> list[DatasetFleet]:
+    """The fleet page: each dataset's head and its servers with lag, state and 24 h history.
+
+    `state` and `dataset` narrow what is shown (the filters of the page).
+    """
+    now = now or timezone.now()
+    datasets = datasets_with_heads()
+    if dataset:
+        datasets = datasets.filter(name=dataset)
+    sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns) for d in datasets}
+    # Named rows rather than model instances: a thousand Server objects cost more to
+    # build than the query; lag_of and state_of read only these attributes.
+    servers = list(
+        Server.objects.filter(dataset_id__in=list(sections))
+        .order_by("name")
+        .values_list("pk", *FLEET_FIELDS, named=True)
+    )
+    newest = newest_update_times(list(sections), PENDING_CAP + 1)
+    lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
+    for server in servers:
+        section = sections[server.dataset_id]
+        pending = pending_of(server.effective_ns, newest.get(server.dataset_id, []))
+        lag = lag_of(server, pending, section.head_ns, now)
+        if state and lag.state != state:
+            continue
+        section.rows.append(FleetRow(server, lag, lines.get(server.pk, "")))
+    return list(sections.values())
