@@ -1,8 +1,8 @@
 """The web tier is stateless: two gunicorn processes behind one database give the same answers.
 
-Sessions, CSRF and rate-limit counters live in PostgreSQL (database sessions and
-the database cache), never in a process, so a load balancer may send each
-request of one client to any process.
+Sessions, CSRF and rate-limit counters (API tokens, failed logins) live in
+PostgreSQL (database sessions and the database cache), never in a process, so a
+load balancer may send each request of one client to any process.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def production_env(var_dir: Path) -> dict[str, str]:
         "DMSUPDATE_ALLOWED_HOSTS": "127.0.0.1",
         "DMSUPDATE_SSL_REDIRECT": "0",
         "DMSUPDATE_VAR_DIR": str(var_dir),
+        # Small limits, so the shared counters show within a few requests.
+        "DMSUPDATE_THROTTLE_TOKEN": "6/min",
+        "DMSUPDATE_LOGIN_FAILURE_LIMIT": "4",
     }
 
 
@@ -143,7 +146,7 @@ def login(page: WebProcess, submit: WebProcess, path: str, username: str, passwo
 
 def test_both_processes_give_the_same_answers_to_the_same_requests(two_web_processes):
     first, second = two_web_processes
-    for path in ["/healthz", "/api/v1/schema/?format=json", "/no-such-page"]:
+    for path in ["/healthz", "/api/v1/schema/?format=json", "/api/v1/no-such-thing/"]:
         a, b = first.get(path), second.get(path)
         assert (a.status_code, a.headers.get("Content-Type")) == (
             b.status_code,
@@ -157,25 +160,61 @@ def test_a_session_opened_on_one_process_is_valid_on_the_other_and_closed_on_bot
     two_web_processes, admin_user
 ):
     first, second = two_web_processes
-    logged_in = login(first, second, "/admin/login/", "ada", "correct horse battery")
+    logged_in = login(first, second, "/login/", "ada", "correct horse battery")
     assert logged_in.status_code == 302, logged_in.text[:500]
     session = cookies_of(logged_in)
     assert "sessionid" in session
 
-    for web in (first, second):
-        page = web.get("/admin/", cookies=session)
-        assert page.status_code == 200
-        assert "ada" in page.text
+    pages = [web.get("/", cookies=session) for web in (first, second)]
+    assert [p.status_code for p in pages] == [200, 200]
+    assert all("ada" in p.text for p in pages)
 
-    page = first.get("/admin/", cookies=session)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', pages[0].text)
     assert token is not None
     out = second.post(
-        "/admin/logout/",
+        "/logout/",
         data={"csrfmiddlewaretoken": token.group(1)},
-        cookies={**session, **cookies_of(page)},
-        headers={"Referer": second.url + "/admin/"},
+        cookies={**session, **cookies_of(pages[0])},
+        headers={"Referer": first.url + "/"},
     )
-    assert out.status_code == 302  # to the login page
+    assert out.status_code == 302
     for web in (first, second):
-        assert web.get("/admin/", cookies=session).status_code == 302  # back to the login page
+        page = web.get("/", cookies=session)
+        assert page.status_code == 302 and "/login/" in page.headers["Location"]
+
+
+@pytest.fixture
+def viewer_key(admin_user) -> str:
+    """An API token (viewer role) of the admin user."""
+    from accounts.models import ApiToken
+
+    _, key = ApiToken.issue(admin_user, "viewer", name="scale-test")
+    return key
+
+
+def test_the_api_rate_limit_of_a_token_counts_requests_on_both_processes(two_web_processes, viewer_key):
+    first, second = two_web_processes
+    headers = {"Authorization": f"Token {viewer_key}"}
+    # DMSUPDATE_THROTTLE_TOKEN=6/min for both processes: six requests in all, split between them.
+    answers = [(first, second)[n % 2].get("/api/v1/datasets/", headers=headers) for n in range(6)]
+    assert [a.status_code for a in answers] == [200] * 6
+    assert answers[0].json() == answers[1].json()
+    for web in (first, second):
+        refused = web.get("/api/v1/datasets/", headers=headers)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "throttled"
+        assert int(refused.headers["Retry-After"]) > 0
+
+
+def test_failed_logins_count_on_both_processes(two_web_processes, admin_user):
+    first, second = two_web_processes
+    # DMSUPDATE_LOGIN_FAILURE_LIMIT=4: four failures, alternating between the processes...
+    for n in range(4):
+        page, submit = (first, second) if n % 2 else (second, first)
+        failed = login(page, submit, "/login/", "ada", f"wrong password {n}")
+        assert failed.status_code == 200 and "Too many failed logins" not in failed.text
+    # ...and the right password is refused on either: the count lives in the database cache.
+    for page, submit in ((first, second), (second, first)):
+        refused = login(page, submit, "/login/", "ada", "correct horse battery")
+        assert refused.status_code == 200
+        assert "Too many failed logins" in refused.text
