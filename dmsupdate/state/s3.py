@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import builtins
 import io
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -32,6 +34,38 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _TAKEN = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
 
 
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+# What a client's credentials and region come from: a change gives a new client.
+_CLIENT_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+def _client(endpoint: str | None):
+    """A boto3 S3 client for `endpoint`, shared by the stores of this process.
+
+    Creating a client costs tens of milliseconds of CPU; the control plane opens
+    a store for every publication, so a new client each time halved the
+    publication API's throughput. boto3 clients are thread-safe; sessions are not,
+    hence the lock around creation.
+    """
+    key = (endpoint, *(os.environ.get(name) for name in _CLIENT_ENV))
+    client = _CLIENTS.get(key)
+    if client is None:
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=_RETRIES)
+                _CLIENTS[key] = client
+    return client
+
+
 class S3Store:
     """Objects under `s3://bucket/prefix`; any S3-compatible endpoint."""
 
@@ -41,7 +75,7 @@ class S3Store:
         self.root = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint = endpoint
         self.stats = StoreStats(scheme="s3")
-        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=_RETRIES)
+        self.client = _client(endpoint or None)
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
