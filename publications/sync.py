@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from dmsupdate.state.keys import InvalidKey, parse_key
+from dmsupdate.state.keys import BACKUPS_PREFIX, InvalidKey, parse_key
 from dmsupdate.state.stores import ObjectInfo, StoreError
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 
@@ -100,7 +100,8 @@ def sync_dataset(
             store = dataset.open_store()
             try:
                 if full:
-                    _apply(dataset, store.list(""), result, on_batch, move_cursor=True)
+                    listing = (o for o in store.list("") if not o.key.startswith(BACKUPS_PREFIX))
+                    _apply(dataset, listing, result, on_batch, move_cursor=True)
                     _mark_missing(dataset, result)
                 else:
                     _apply(dataset, store.list(IMAGES, _images_cursor(dataset)), result, on_batch)
