@@ -140,9 +140,9 @@ def read_progress(status_path: Path) -> dict:
 def kill_once(config_path: Path, status_path: Path, rng: random.Random) -> tuple[bool, int]:
     """Start `dms-update update` and kill -9 it at a seeded point; return (landed mid-run, ops seen applied).
 
-    A third of the kills land after a random delay from the start (imports,
-    lock, listing, image install); the others once the run has applied a
-    seeded number of operations, plus a random fraction of the next one.
+    Kill points: during start-up (imports, config, lock), just after the run
+    announced itself (listing, image install), or once the run has applied a
+    seeded number of operations plus a random fraction of the next one.
     """
     status_path.unlink(missing_ok=True)  # each run rewrites it from the ledger
     proc = subprocess.Popen(
@@ -153,10 +153,11 @@ def kill_once(config_path: Path, status_path: Path, rng: random.Random) -> tuple
     )
     seen = 0
     try:
-        if rng.random() < 1 / 3:
-            time.sleep(rng.uniform(0.0, 2.0))
+        point = rng.random()
+        if point < 0.15:
+            time.sleep(rng.uniform(0.0, 0.3))  # no run finishes its Python start-up this fast
         else:
-            target = rng.randrange(0, 30)
+            target = 0 if point < 0.3 else rng.randrange(1, 30)
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
                 status = read_progress(status_path)
