@@ -149,7 +149,9 @@ def _content_length(head: bytes) -> int:
 
 
 def _read_body(sock: socket.socket, head: bytes, rest: bytes) -> bytes:
-    # Clients here send Content-Length bodies (boto3, requests); chunked uploads are not used.
+    """The request body as received: Content-Length bytes, or chunks up to the last one (kept encoded)."""
+    if b"transfer-encoding: chunked" in head.lower():
+        return _read_chunked(sock, rest)
     wanted = _content_length(head)
     body = rest
     while len(body) < wanted:
@@ -158,6 +160,28 @@ def _read_body(sock: socket.socket, head: bytes, rest: bytes) -> bytes:
             break
         body += chunk
     return body
+
+
+def _read_chunked(sock: socket.socket, data: bytes) -> bytes:
+    # Walk the chunk headers; requests sends no trailers, so the body ends with "0\r\n\r\n".
+    pos = 0
+    while True:
+        while b"\r\n" not in data[pos:]:
+            more = sock.recv(65536)
+            if not more:
+                return data
+            data += more
+        line_end = data.index(b"\r\n", pos)
+        size = int(data[pos:line_end].split(b";")[0], 16)
+        end = line_end + 2 + size + 2
+        while len(data) < end:
+            more = sock.recv(65536)
+            if not more:
+                return data
+            data += more
+        pos = end
+        if size == 0:
+            return data[:end]
 
 
 def _close_connection(head: bytes) -> bytes:
