@@ -93,9 +93,6 @@ TEMPLATES = [
     },
 ]
 
-if not os.environ.get("DATABASE_URL"):
-    # The default SQLite file lives under var/, which a fresh clone does not have yet.
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'dmsupdate.sqlite3'}",
@@ -202,6 +199,12 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
+    # Registry backups: one root for all of them (else each dataset's own root).
+    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
+    "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
+    # Dashboard login: failed attempts allowed per address and per username, and for how long.
+    "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
+    "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
     # Bearer token required by /metrics when set.
     "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }

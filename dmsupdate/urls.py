@@ -23,5 +23,7 @@ urlpatterns = [
     path("", include("servers.urls")),
 ]
 
-handler404 = "dmsupdate.views.not_found"
-handler500 = "dmsupdate.views.server_error"
+# JSON for /api/, HTML pages for the dashboard.
+handler403 = "servers.views.forbidden"
+handler404 = "servers.views.not_found"
+handler500 = "servers.views.server_error"

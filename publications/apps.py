@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.db import connections
-from django.db.models.signals import post_delete, post_migrate, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_save
 
 
 class PublicationsConfig(AppConfig):
@@ -12,9 +12,19 @@ class PublicationsConfig(AppConfig):
     def ready(self) -> None:
         from publications.models import Dataset
 
+        pre_save.connect(_root_changing, sender=Dataset, dispatch_uid="publications.sync.root_changing")
         post_save.connect(_dataset_saved, sender=Dataset, dispatch_uid="publications.schedules.saved")
         post_delete.connect(_dataset_deleted, sender=Dataset, dispatch_uid="publications.schedules.deleted")
         post_migrate.connect(_migrated, sender=self, dispatch_uid="publications.schedules.migrated")
+
+
+def _root_changing(sender, instance, **kwargs) -> None:
+    """A new state root starts its sync from scratch: the old cursor means nothing there."""
+    if instance.pk is None or kwargs.get("raw"):
+        return
+    old = sender._default_manager.filter(pk=instance.pk).values("s3root", "s3endpoint").first()
+    if old and (old["s3root"], old["s3endpoint"]) != (instance.s3root, instance.s3endpoint):
+        instance.sync_cursor = ""
 
 
 def _dataset_saved(sender, instance, **kwargs) -> None:

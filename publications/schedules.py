@@ -16,6 +16,8 @@ from django_q.models import Schedule
 
 SYNC_TASK = "publications.tasks.sync_state_task"
 STALE_JOBS_TASK = "jobs.tasks.fail_stale_jobs_task"
+GC_TASK = "publications.tasks.gc_task"
+BACKUP_TASK = "publications.tasks.backup_task"
 
 
 def ensure_dataset_schedules(dataset) -> None:
@@ -55,3 +57,9 @@ def ensure_schedules() -> None:
         func=STALE_JOBS_TASK,
         defaults={"name": "fail stale jobs", "schedule_type": Schedule.MINUTES, "minutes": 5, "repeats": -1},
     )
+    # A daily backup and a daily GC: with the default 48 h grace period, every expired
+    # object is in at least two backups before GC deletes it.
+    for func, name in ((BACKUP_TASK, "backup_registry"), (GC_TASK, "gc")):
+        Schedule.objects.update_or_create(
+            func=func, defaults={"name": name, "schedule_type": Schedule.DAILY, "repeats": -1}
+        )

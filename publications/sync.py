@@ -95,6 +95,8 @@ def sync_dataset(
     result = SyncResult(dataset=dataset.name, full=full)
     try:
         with _exclusive(dataset):
+            # The cursor another run committed while this one waited for the lock.
+            dataset.refresh_from_db(fields=["sync_cursor"])
             store = dataset.open_store()
             try:
                 if full:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jobs.models import JobKind
+from jobs.services import start_job
 from publications.models import Dataset
 from publications.sync import sync_dataset
 
@@ -12,3 +14,13 @@ def sync_state_task(dataset_id: int, full: bool = False) -> dict:
     if dataset is None:
         return {"summary": f"dataset #{dataset_id} no longer exists"}
     return sync_dataset(dataset, full=full).as_dict()
+
+
+def gc_task() -> dict:
+    """Scheduled GC of every dataset, as a job (row, progress, audit); returns its result."""
+    return start_job(JobKind.GC, actor="schedule", run_now=True).result
+
+
+def backup_task() -> dict:
+    """Scheduled registry backup, as a job; returns its result."""
+    return start_job(JobKind.BACKUP, actor="schedule", run_now=True).result

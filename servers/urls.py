@@ -1,1 +1,18 @@
-urlpatterns: list = []
+"""Dashboard URLs: the fleet and its servers, and the other apps' pages."""
+
+from django.urls import include, path
+
+from servers import views
+
+urlpatterns = [
+    path("", views.fleet_page, name="fleet"),
+    path("fleet/rows", views.fleet_rows, name="fleet-rows"),
+    path("servers/<str:name>/", views.server_page, name="server"),
+    path("servers/<str:name>/status", views.server_status, name="server-status"),
+    path("servers/<str:name>/update", views.server_update, name="server-update"),
+    path("servers/<str:name>/rebuild", views.server_rebuild, name="server-rebuild"),
+    path("", include("accounts.urls")),
+    path("", include("publications.urls")),
+    path("", include("jobs.urls")),
+    path("", include("audit.urls")),
+]

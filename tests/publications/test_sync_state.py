@@ -296,6 +296,21 @@ def test_a_successful_sync_clears_the_last_error(file_root):
     assert dataset.last_sync_error == ""
 
 
+def test_moving_a_dataset_to_another_root_starts_its_sync_afresh(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    put_objects((f"file://{old}", None), [update_key(9)])
+    put_objects((f"file://{new}", None), [update_key(1)])
+    dataset = make_dataset((f"file://{old}", None))
+    sync_dataset(dataset)
+
+    dataset.s3root = f"file://{new}"
+    dataset.save()
+    result = sync_dataset(dataset)
+
+    assert result.new == 1
+    assert StateObject.objects.filter(key=update_key(1)).exists()
+
+
 def test_sync_state_command_prints_a_summary_per_dataset(file_root, capsys):
     put_objects(file_root, [update_key(i) for i in range(4)])
     make_dataset(file_root)

@@ -1,0 +1,214 @@
+"""JSON shapes of datasets, publications and registry objects (REST API v1)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from dmsupdate.state.keys import GRAPH_OPS, EffectiveTime
+from dmsupdate.state.stores import StoreError, open_store
+from publications.models import Dataset, PublicationEvent, StateObject
+
+
+def iso(nanos: int | None) -> str | None:
+    """An effective time as ISO 8601 with nanoseconds (`2016-01-15T04:00:01.262711077Z`)."""
+    return EffectiveTime(nanos).isoformat() if nanos is not None else None
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    """A dataset and its state root; `POST` (operators) creates one."""
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "s3root", "s3endpoint", "description", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def validate_s3root(self, value: str) -> str:
+        if value.startswith("file://") and not value.startswith("file:///"):
+            raise serializers.ValidationError("a directory root is file:///ABSOLUTE/PATH (three slashes)")
+        try:
+            open_store(value, None)
+        except (StoreError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc) or "not a state root URL") from exc
+        return value.rstrip("/")
+
+
+class PublicationSerializer(serializers.ModelSerializer):
+    """A publication as answered by `POST /publications/` and replayed for its Idempotency-Key."""
+
+    dataset = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    label = serializers.CharField(source="source", read_only=True)
+    graph = serializers.SerializerMethodField()
+    component = serializers.SerializerMethodField()
+    format = serializers.SerializerMethodField()
+    effective_time = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+    etag = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PublicationEvent
+        fields = [
+            "id",
+            "dataset",
+            "key",
+            "op",
+            "label",
+            "graph",
+            "component",
+            "format",
+            "effective_time",
+            "effective_ns",
+            "size",
+            "sha256",
+            "etag",
+            "s3_url",
+            "state",
+            "uploaded",
+            "actor",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_graph(self, event: PublicationEvent) -> str | None:
+        return event.object.arg if event.object and event.op in GRAPH_OPS else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_component(self, event: PublicationEvent) -> str | None:
+        return event.object.arg if event.object and event.op == "postproc" else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_format(self, event: PublicationEvent) -> str | None:
+        return (event.object.format or None) if event.object else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_effective_time(self, event: PublicationEvent) -> str | None:
+        return iso(event.effective_ns)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_state(self, event: PublicationEvent) -> str | None:
+        return event.object.state if event.object else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_etag(self, event: PublicationEvent) -> str | None:
+        return (event.object.etag or None) if event.object else None
+
+
+class ServerApplication(serializers.Serializer):
+    """Whether one server of the dataset has applied a publication."""
+
+    name = serializers.CharField()
+    applied = serializers.BooleanField()
+    effective_time = serializers.CharField(allow_null=True)
+    state = serializers.CharField()
+
+
+class PublicationDetailSerializer(PublicationSerializer):
+    """A publication with "applied on k of N": which servers' effective time is at or past it."""
+
+    servers = serializers.SerializerMethodField()
+    applied_on = serializers.SerializerMethodField()
+    servers_total = serializers.SerializerMethodField()
+
+    class Meta(PublicationSerializer.Meta):
+        fields = [*PublicationSerializer.Meta.fields, "applied_on", "servers_total", "servers"]
+        read_only_fields = fields
+
+    def _servers(self, event: PublicationEvent) -> list[dict]:
+        if not hasattr(self, "_cached"):
+            rows = []
+            for server in self.context.get("servers", []):
+                applied = server.effective_ns is not None and server.effective_ns >= event.effective_ns
+                rows.append(
+                    {
+                        "name": server.name,
+                        "applied": applied,
+                        "effective_time": iso(server.effective_ns),
+                        "state": self.context["states"].get(server.pk, ""),
+                    }
+                )
+            self._cached = rows
+        return self._cached
+
+    @extend_schema_field(ServerApplication(many=True))
+    def get_servers(self, event: PublicationEvent) -> list[dict]:
+        return self._servers(event)
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_applied_on(self, event: PublicationEvent) -> int:
+        return sum(1 for row in self._servers(event) if row["applied"])
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_servers_total(self, event: PublicationEvent) -> int:
+        return len(self._servers(event))
+
+
+class UploadRequestSerializer(serializers.Serializer):
+    """The parameters of an upload (multipart fields, or the query string with a raw body)."""
+
+    dataset = serializers.CharField()
+    op = serializers.CharField(help_text="add | replace | drop | update | postproc")
+    label = serializers.CharField(help_text="the publishing system: [A-Za-z0-9][A-Za-z0-9-]{0,63}")
+    graph = serializers.CharField(required=False, help_text="graph URI (add, replace, drop)")
+    component = serializers.CharField(required=False, help_text="component name (postproc)")
+    format = serializers.CharField(
+        required=False, help_text="ttl, nt, nq, rdf, ru, each optionally .gz; else inferred"
+    )
+    file = serializers.FileField(required=False, help_text="the content (or send it as the raw body)")
+
+
+class RecordRequestSerializer(serializers.Serializer):
+    """Record an object the publisher already put under the dataset's root."""
+
+    dataset = serializers.CharField()
+    s3_url = serializers.CharField(help_text="the object's full URL under the dataset's root")
+    size = serializers.IntegerField(required=False, min_value=0, help_text="checked against HEAD")
+    md5 = serializers.RegexField(r"^[0-9a-fA-F]{32}$", required=False, help_text="checked against the ETag")
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, help_text="recorded as given")
+
+
+class StateObjectSerializer(serializers.ModelSerializer):
+    """One key under a dataset's root, as the registry knows it."""
+
+    dataset = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    effective_time = serializers.SerializerMethodField()
+    graph = serializers.SerializerMethodField()
+    component = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StateObject
+        fields = [
+            "id",
+            "dataset",
+            "key",
+            "kind",
+            "op",
+            "label",
+            "effective_time",
+            "effective_ns",
+            "graph",
+            "component",
+            "format",
+            "size",
+            "etag",
+            "sha256",
+            "state",
+            "error",
+            "first_seen",
+            "last_seen",
+            "state_changed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_effective_time(self, obj: StateObject) -> str | None:
+        return iso(obj.effective_ns)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_graph(self, obj: StateObject) -> str | None:
+        return (obj.arg or None) if obj.op in GRAPH_OPS else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_component(self, obj: StateObject) -> str | None:
+        return (obj.arg or None) if obj.op == "postproc" else None

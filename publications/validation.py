@@ -1,0 +1,283 @@
+"""Checks a publication before anything is written: layout, size, gzip and RDF/SPARQL syntax.
+
+Bodies are spooled to a temporary file once (hashing as they go) and then
+parsed as a stream, so memory stays bounded whatever the upload's size.
+Every refusal is an `ApiError` with the status the API answers (400 or 413).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gzip
+import hashlib
+import io
+import re
+import shutil
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import IO, BinaryIO
+
+from django.conf import settings
+
+from dmsupdate.api import ApiError
+from dmsupdate.state.keys import (
+    FORMATS_BY_OP,
+    GRAPH_OPS,
+    UPDATE_OPS,
+    EffectiveTime,
+    InvalidKey,
+    format_key,
+)
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Media types of the syntaxes a raw body may be sent as (Content-Type → format).
+FORMAT_BY_MEDIA_TYPE = {
+    "text/turtle": "ttl",
+    "application/x-turtle": "ttl",
+    "application/n-triples": "nt",
+    "text/plain": "nt",
+    "application/n-quads": "nq",
+    "text/x-nquads": "nq",
+    "application/rdf+xml": "rdf",
+    "application/sparql-update": "ru",
+}
+EXTENSIONS = ("ttl", "nt", "nq", "rdf", "ru")
+
+
+@dataclass
+class Upload:
+    """A request body spooled to a temporary file, with the digests computed on the way."""
+
+    file: IO[bytes]
+    size: int
+    sha256: str
+    md5: str
+    filename: str = ""
+
+    @property
+    def gzipped(self) -> bool:
+        self.file.seek(0)
+        magic = self.file.read(2)
+        self.file.seek(0)
+        return magic == GZIP_MAGIC
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError("too_large", f"the body exceeds the upload limit of {limit} bytes", 413)
+
+
+def spool(stream: BinaryIO | None, filename: str = "", limit: int | None = None) -> Upload:
+    """Copy a body to a temporary file, refusing (413) past `limit` bytes, hashing as it goes."""
+    limit = settings.DMSUPDATE["MAX_UPLOAD_BYTES"] if limit is None else limit
+    out = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)
+    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+    while stream is not None:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            out.close()
+            raise too_large(limit)
+        sha.update(chunk)
+        md5.update(chunk)
+        out.write(chunk)
+    out.seek(0)
+    return Upload(out, size, sha.hexdigest(), md5.hexdigest(), filename)
+
+
+def check_layout(label: str, op: str, arg: str | None, fmt: str) -> None:
+    """Refuse (400) a label, op, graph/component or format the key layout does not allow."""
+    if op not in UPDATE_OPS:
+        raise ApiError("invalid_op", f"unknown op {op!r}; expected one of {', '.join(UPDATE_OPS)}")
+    try:
+        format_key(EffectiveTime(0), label, op, arg or None, fmt or None)
+    except InvalidKey as exc:
+        code = "invalid_label" if "label" in str(exc) else "invalid_key"
+        raise ApiError(code, str(exc)) from exc
+    if op in GRAPH_OPS and arg and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", arg):
+        raise ApiError("invalid_graph", f"graph {arg!r} is not an absolute IRI")
+
+
+def infer_format(op: str, given: str, filename: str, content_type: str, gzipped: bool) -> str:
+    """The object's format: as given, else from the file name, else from the media type.
+
+    A gzip body whose format was not said to be gzip gets `.gz` added; the
+    key's extension must tell the agent to decompress.
+    """
+    if op == "drop":
+        return given
+    fmt = given.strip().lower().lstrip(".")
+    if not fmt and filename:
+        name = filename.lower()
+        for ext in EXTENSIONS:
+            if name.endswith(f".{ext}.gz") or name.endswith(f".{ext}"):
+                fmt = ext + (".gz" if name.endswith(".gz") else "")
+                break
+    if not fmt:
+        media = content_type.split(";")[0].strip().lower()
+        fmt = FORMAT_BY_MEDIA_TYPE.get(media, "")
+    if not fmt and op in ("update", "postproc"):
+        fmt = "ru"
+    if not fmt:
+        allowed = ", ".join(f for f in FORMATS_BY_OP[op] if f)
+        raise ApiError(
+            "unknown_format",
+            f"cannot tell the format: pass format ({allowed}), a file name with its extension, "
+            "or a Content-Type such as text/turtle",
+        )
+    if gzipped and not fmt.endswith(".gz"):
+        fmt += ".gz"
+    return fmt
+
+
+class DecompressedTooLarge(Exception):
+    """Raised while reading a gzip body past the decompressed-size limit."""
+
+
+class _Limited(io.RawIOBase):
+    """A reader that raises DecompressedTooLarge once more than `limit` bytes came through."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        chunk = self._raw.read(min(len(buffer), CHUNK))
+        self.count += len(chunk)
+        if self.count > self._limit:
+            raise DecompressedTooLarge()
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _content(upload: Upload, fmt: str) -> IO[bytes]:
+    """The upload's content as a stream, decompressed (and size-limited) for `.gz` formats."""
+    upload.file.seek(0)
+    if not fmt.endswith(".gz"):
+        return upload.file
+    if not upload.gzipped:
+        raise ApiError("invalid_gzip", f"format {fmt} says gzip, but the body is not gzip data")
+    limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
+    inflated = gzip.GzipFile(fileobj=upload.file, mode="rb")
+    return io.BufferedReader(_Limited(inflated, limit), buffer_size=CHUNK)
+
+
+def _gzip_refusal(exc: Exception) -> ApiError:
+    if isinstance(exc, DecompressedTooLarge):
+        limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
+        return ApiError("too_large", f"the gzip content expands beyond {limit} bytes; refused", 413)
+    return ApiError("invalid_gzip", f"the gzip data is damaged: {exc}")
+
+
+_GZIP_ERRORS = (DecompressedTooLarge, gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def validate_content(upload: Upload | None, op: str, fmt: str) -> int:
+    """Parse the body as its format says; return the triple/quad count (0 for SPARQL and drop).
+
+    Refusals: a body on `drop`, a missing body elsewhere, damaged gzip, a gzip
+    bomb (413), malformed RDF or SPARQL Update (400 with the parser's position).
+    """
+    size = upload.size if upload is not None else 0
+    if op == "drop":
+        if size:
+            raise ApiError("unexpected_body", "drop takes no body")
+        return 0
+    if upload is None or size == 0:
+        raise ApiError("missing_body", f"{op} needs a body: a multipart `file` or the raw request body")
+    base = fmt.removesuffix(".gz")
+    try:
+        stream = _content(upload, fmt)
+        if base == "ru":
+            _check_sparql_update(stream)
+            return 0
+        return _check_rdf(stream, base)
+    except _GZIP_ERRORS as exc:
+        raise _gzip_refusal(exc) from exc
+    finally:
+        upload.file.seek(0)
+
+
+def _rdf_format(base: str):
+    import pyoxigraph
+
+    return {
+        "ttl": pyoxigraph.RdfFormat.TURTLE,
+        "nt": pyoxigraph.RdfFormat.N_TRIPLES,
+        "nq": pyoxigraph.RdfFormat.N_QUADS,
+        "rdf": pyoxigraph.RdfFormat.RDF_XML,
+    }[base]
+
+
+def _check_rdf(stream: IO[bytes], base: str) -> int:
+    """Stream-parse RDF with pyoxigraph; 400 with the parser's line and column on the first error."""
+    import pyoxigraph
+
+    count = 0
+    try:
+        for _ in pyoxigraph.parse(stream, _rdf_format(base)):
+            count += 1
+    except SyntaxError as exc:
+        raise ApiError("invalid_rdf", f"malformed {base} data: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise ApiError("invalid_rdf", f"malformed {base} data: not UTF-8 ({exc.reason})") from exc
+    return count
+
+
+_PARSE_ONLY_LOCK = threading.Lock()
+_parse_only_store = None
+_READ_ONLY = "read-write"
+_SPARQL_POSITION = re.compile(r"error at (\d+):(\d+): (.*)", re.S)
+
+
+def _sparql_parser():
+    """A read-only, empty Oxigraph store: `update()` on it parses but can never execute.
+
+    Executing would be unsafe (LOAD and SERVICE fetch URLs) and costly; the
+    read-only store refuses to start the transaction after parsing succeeds.
+    """
+    global _parse_only_store
+    with _PARSE_ONLY_LOCK:
+        if _parse_only_store is None:
+            import pyoxigraph
+
+            folder = tempfile.mkdtemp(prefix="dmsupdate-sparql-parse-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            writable = pyoxigraph.Store(folder)
+            del writable  # release the write lock before opening read-only
+            _parse_only_store = pyoxigraph.Store.read_only(folder)
+        return _parse_only_store
+
+
+def _check_sparql_update(stream: IO[bytes]) -> None:
+    """Parse a SPARQL Update; 400 with line and column when it is malformed."""
+    raw = stream.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError("invalid_sparql", f"the SPARQL Update is not UTF-8 ({exc.reason})") from exc
+    try:
+        _sparql_parser().update(text)
+    except SyntaxError as exc:
+        message = str(exc.msg if exc.msg else exc)
+        m = _SPARQL_POSITION.fullmatch(message)
+        if m:
+            message = f"line {m.group(1)}, column {m.group(2)}: {m.group(3)}"
+        raise ApiError("invalid_sparql", f"malformed SPARQL Update: {message}") from exc
+    except RuntimeError as exc:
+        if _READ_ONLY not in str(exc):
+            raise ApiError("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
+    except OSError as exc:
+        raise ApiError("invalid_sparql", f"SPARQL Update refused: {exc}") from exc

@@ -1,0 +1,103 @@
+"""JSON shapes of data servers: registration, and status with replay lag (DESIGN §6)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from publications.api.serializers import iso
+from publications.models import Dataset
+from servers.models import Server
+from servers.services import Lag, lag_of
+
+
+class ServerSerializer(serializers.ModelSerializer):
+    """A server with its replay lag, computed from `with_lag` and the dataset heads in the context."""
+
+    dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
+    state = serializers.SerializerMethodField()
+    pending_updates = serializers.SerializerMethodField()
+    lag_seconds = serializers.SerializerMethodField()
+    effective_time = serializers.SerializerMethodField()
+    error = serializers.CharField(source="last_error", read_only=True)
+
+    class Meta:
+        model = Server
+        fields = [
+            "id",
+            "name",
+            "dataset",
+            "agent_url",
+            "enabled",
+            "state",
+            "pending_updates",
+            "lag_seconds",
+            "effective_time",
+            "last_report_at",
+            "last_succeeded",
+            "failed_key",
+            "error",
+            "late_keys",
+            "rebuild_requested_at",
+            "unreachable_since",
+            "created_at",
+        ]
+        read_only_fields = [f for f in fields if f not in ("name", "dataset", "agent_url")]
+
+    def _lag(self, server: Server) -> Lag:
+        cache = self.context.setdefault("lags", {})
+        if server.pk not in cache:
+            heads = self.context.get("heads", {})
+            pending = getattr(server, "pending_updates", 0)
+            cache[server.pk] = lag_of(server, pending, heads.get(server.dataset_id), self.context.get("now"))
+        return cache[server.pk]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_state(self, server: Server) -> str:
+        return self._lag(server).state
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_pending_updates(self, server: Server) -> int:
+        return self._lag(server).pending_updates
+
+    @extend_schema_field(OpenApiTypes.FLOAT)
+    def get_lag_seconds(self, server: Server) -> float | None:
+        return self._lag(server).lag_seconds
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_effective_time(self, server: Server) -> str | None:
+        return iso(server.effective_ns)
+
+
+class ServerRegisteredSerializer(ServerSerializer):
+    """The answer to a registration: the server plus its two secrets, shown only this once."""
+
+    token = serializers.CharField(read_only=True, help_text="API key the agent reports with")
+    agent_token = serializers.CharField(read_only=True, help_text="bearer token the agent's serve requires")
+
+    class Meta(ServerSerializer.Meta):
+        fields = [*ServerSerializer.Meta.fields, "token", "agent_token"]
+        read_only_fields = [*ServerSerializer.Meta.read_only_fields, "token", "agent_token"]
+
+
+class StatusReportSerializer(serializers.Serializer):
+    """The agent's status.json (extra fields are kept in the report's body)."""
+
+    effectiveDate = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
+    lastSucceeded = serializers.BooleanField(required=False, allow_null=True)  # noqa: N815
+    lastUpdate = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
+    applied = serializers.JSONField(required=False)
+    failedKey = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
+    error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    late = serializers.ListField(child=serializers.CharField(), required=False)
+    recent = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class ReportAcceptedSerializer(serializers.Serializer):
+    """What the control plane answers a report with: the lag it computed."""
+
+    server = serializers.CharField()
+    received_at = serializers.DateTimeField()
+    pending_updates = serializers.IntegerField()
+    lag_seconds = serializers.FloatField()

@@ -1,0 +1,156 @@
+"""REST API v1: data servers (list with lag, register, trigger, report) and dataset-wide updates."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, status
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import ApiToken, Role
+from accounts.permissions import AGENTS, OPERATORS, READERS, ApiViewSet, token_of
+from audit.services import actor_name, record
+from dmsupdate.api import ApiError
+from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
+from jobs.models import JobKind
+from jobs.services import start_job
+from servers.api.filters import ServerFilter
+from servers.api.serializers import (
+    ReportAcceptedSerializer,
+    ServerRegisteredSerializer,
+    ServerSerializer,
+    StatusReportSerializer,
+)
+from servers.models import Server
+from servers.services import ReportError, dataset_heads, record_report, with_lag
+
+
+def lag_context(view, servers: list[Server]) -> dict:
+    """Serializer context with every dataset head in one query (no query per server)."""
+    heads = dataset_heads({s.dataset_id for s in servers})
+    return {**view.get_serializer_context(), "heads": heads, "now": timezone.now()}
+
+
+def accepted(job) -> Response:
+    return Response({"job": JobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
+
+
+class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Data servers with their replay lag; operators register and trigger them, agents report."""
+
+    roles = {
+        "list": READERS,
+        "retrieve": READERS,
+        "create": OPERATORS,
+        "update_server": OPERATORS,
+        "rebuild": OPERATORS,
+        "report": AGENTS,
+    }
+    serializer_class = ServerSerializer
+    parser_classes = [JSONParser]
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    filterset_class = ServerFilter
+
+    def get_queryset(self) -> QuerySet[Server]:
+        return with_lag(Server.objects.all()).order_by("dataset__name", "name")
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        rows = list(page if page is not None else self.filter_queryset(self.get_queryset()))
+        data = ServerSerializer(rows, many=True, context=lag_context(self, rows)).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        server = self.get_object()
+        return Response(ServerSerializer(server, context=lag_context(self, [server])).data)
+
+    @extend_schema(request=ServerSerializer, responses={201: ServerRegisteredSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        """Register a server; the answer holds its report token and serve token, shown only once."""
+        given = ServerSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        actor = actor_name(request.user, token_of(request))
+        with transaction.atomic():
+            server = given.save(agent_token=secrets.token_urlsafe(32))
+            agent_user, _ = get_user_model().objects.get_or_create(
+                username=f"agent.{server.name}"[:150], defaults={"is_active": True}
+            )
+            if agent_user.has_usable_password():
+                agent_user.set_unusable_password()
+                agent_user.save(update_fields=["password"])
+            token, key = ApiToken.issue(agent_user, Role.AGENT, name=f"agent-{server.name}", server=server)
+            record(
+                actor,
+                "server.registered",
+                server.name,
+                {"dataset": server.dataset.name, "agent_url": server.agent_url, "token": token.name},
+            )
+            record(
+                actor, "token.issued", agent_user.get_username(), {"token": token.name, "role": Role.AGENT}
+            )
+        server = with_lag(Server.objects.filter(pk=server.pk)).get()
+        data = ServerRegisteredSerializer(server, context=lag_context(self, [server])).data
+        data["token"] = key
+        data["agent_token"] = server.agent_token
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    def _trigger(self, request: Request, kind: str) -> Response:
+        server = self.get_object()
+        if not server.enabled:
+            raise ApiError("server_disabled", f"{server.name} is disabled; enable it first", 409)
+        if kind == JobKind.REBUILD:
+            Server.objects.filter(pk=server.pk).update(rebuild_requested_at=timezone.now())
+        job = start_job(
+            kind,
+            server=server,
+            dataset=server.dataset,
+            params={"trigger": "api"},
+            user=request.user,
+            actor=actor_name(request.user, token_of(request)),
+        )
+        return accepted(job)
+
+    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["post"], url_path="update", url_name="update")
+    def update_server(self, request: Request, name: str | None = None) -> Response:
+        """Ask the server's agent to update now (a background job)."""
+        return self._trigger(request, JobKind.UPDATE)
+
+    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["post"])
+    def rebuild(self, request: Request, name: str | None = None) -> Response:
+        """Ask the server's agent to rebuild from the newest image (a background job)."""
+        return self._trigger(request, JobKind.REBUILD)
+
+    @extend_schema(
+        request=StatusReportSerializer,
+        responses={200: ReportAcceptedSerializer, 400: OpenApiResponse(description="malformed report")},
+    )
+    @action(detail=True, methods=["post"])
+    def report(self, request: Request, name: str | None = None) -> Response:
+        """An agent's status.json after a run; only that server's agent token may send it."""
+        server = self.get_object()
+        token = token_of(request)
+        if token is None or token.server_id != server.pk:
+            raise exceptions.PermissionDenied(f"this token does not report for {server.name}")
+        try:
+            report = record_report(server, request.data)
+        except ReportError as exc:
+            raise ApiError("invalid_report", str(exc)) from exc
+        return Response(
+            {
+                "server": server.name,
+                "received_at": report.received_at,
+                "pending_updates": report.pending_updates,
+                "lag_seconds": report.lag_seconds,
+            }
+        )

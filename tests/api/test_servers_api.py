@@ -1,0 +1,204 @@
+"""Servers over the API: registration with its tokens, lag fields, triggers, and agent reports."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from dmsupdate.state.keys import EffectiveTime
+from jobs.models import Job, JobKind
+from publications.models import ObjectKind, ObjectState, StateObject
+from servers.models import Server, StatusReport
+
+T0 = EffectiveTime.parse_text("2026-01-15T04:00:01.262711077Z").nanos
+
+
+def publish_rows(dataset, *seconds: int) -> None:
+    """Published updates in the registry, `seconds` after T0."""
+    now = timezone.now()
+    for s in seconds:
+        eff = EffectiveTime(T0 + s * 1_000_000_000)
+        StateObject.objects.create(
+            dataset=dataset,
+            key=f"updates/{eff.path}/x_update.ru",
+            kind=ObjectKind.UPDATE,
+            op="update",
+            label="x",
+            effective_ns=eff.nanos,
+            state=ObjectState.PUBLISHED,
+            first_seen=now,
+            last_seen=now,
+        )
+
+
+@pytest.mark.django_db
+def test_registration_returns_both_tokens_once_and_the_agent_token_reports(operator, dataset):
+    answer = operator.client.post(
+        "/api/v1/servers/",
+        {"name": "web9", "dataset": "flood", "agent_url": "http://10.0.0.9:8080/"},
+        format="json",
+    )
+
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    assert body["token"].startswith("dms_") and body["agent_token"]
+    server = Server.objects.get(name="web9")
+    assert server.agent_token == body["agent_token"]
+    shown = operator.client.get("/api/v1/servers/web9/").json()
+    assert "token" not in shown and "agent_token" not in shown
+    assert AuditEvent.objects.filter(action="server.registered", target="web9").exists()
+    assert AuditEvent.objects.filter(action="token.issued", details__role="agent").exists()
+
+    agent = APIClient()
+    agent.credentials(HTTP_AUTHORIZATION=f"Token {body['token']}")
+    report = agent.post(
+        "/api/v1/servers/web9/report/",
+        {"effectiveDate": "2026-01-15/04-00-01-262711077", "lastSucceeded": True},
+        format="json",
+    )
+    assert report.status_code == 200, report.content
+    assert Server.objects.get(name="web9").effective_ns == T0
+
+
+@pytest.mark.django_db
+def test_register_refuses_unknown_dataset_and_duplicate_names(operator, two_servers):
+    unknown = operator.client.post("/api/v1/servers/", {"name": "x", "dataset": "nowhere"}, format="json")
+    duplicate = operator.client.post("/api/v1/servers/", {"name": "web1", "dataset": "flood"}, format="json")
+    assert unknown.status_code == duplicate.status_code == 400
+    assert unknown.json()["error"] == "invalid" and "dataset" in unknown.json()["fields"]
+
+
+@pytest.mark.django_db
+def test_server_shows_pending_updates_lag_and_state(viewer, dataset, two_servers):
+    publish_rows(dataset, 0, 10, 25)
+    Server.objects.filter(name="web1").update(
+        effective_ns=T0 + 10 * 1_000_000_000, last_report_at=timezone.now(), last_succeeded=True
+    )
+
+    web1 = viewer.client.get("/api/v1/servers/web1/").json()
+
+    assert web1["pending_updates"] == 1
+    assert web1["lag_seconds"] == 15.0
+    assert web1["effective_time"] == "2026-01-15T04:00:11.262711077Z"
+    assert web1["state"] == "behind"
+    web2 = viewer.client.get("/api/v1/servers/web2/").json()
+    assert (web2["pending_updates"], web2["lag_seconds"], web2["state"]) == (3, None, "behind")
+
+
+@pytest.mark.django_db
+def test_server_list_takes_the_same_number_of_queries_for_two_or_twenty_servers(viewer, dataset, two_servers):
+    publish_rows(dataset, 0, 1)
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert viewer.client.get("/api/v1/servers/").status_code == 200
+        return len(ctx.captured_queries)
+
+    count()  # the first call also stamps the token's last use
+    few = count()
+    for i in range(18):
+        Server.objects.create(name=f"more{i}", dataset=dataset, effective_ns=T0)
+    assert count() == few
+    assert viewer.client.get("/api/v1/servers/").json()["count"] == 20
+
+
+@pytest.mark.django_db
+def test_update_rebuild_and_update_all_answer_202_with_their_job(operator, dataset, two_servers):
+    update = operator.client.post("/api/v1/servers/web1/update/")
+    rebuild = operator.client.post("/api/v1/servers/web2/rebuild/")
+    update_all = operator.client.post("/api/v1/datasets/flood/update-all/")
+
+    assert (update.status_code, rebuild.status_code, update_all.status_code) == (202, 202, 202)
+    assert update.json()["job"]["kind"] == JobKind.UPDATE and update.json()["job"]["server"] == "web1"
+    assert rebuild.json()["job"]["kind"] == JobKind.REBUILD
+    assert (
+        update_all.json()["job"]["kind"] == JobKind.UPDATE_ALL
+        and update_all.json()["job"]["dataset"] == "flood"
+    )
+    assert Server.objects.get(name="web2").rebuild_requested_at is not None
+    assert operator.client.get("/api/v1/servers/web2/").json()["state"] == "rebuilding"
+    job = operator.client.get(f"/api/v1/jobs/{update.json()['job']['id']}/").json()
+    assert job["status"] == "queued" and job["actor"] == f"olivia (token {operator.token.name})"
+    assert Job.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_trigger_on_a_disabled_or_unknown_server_is_refused(operator, two_servers):
+    Server.objects.filter(name="web1").update(enabled=False)
+    disabled = operator.client.post("/api/v1/servers/web1/update/")
+    unknown = operator.client.post("/api/v1/servers/nope/update/")
+    assert (disabled.status_code, disabled.json()["error"]) == (409, "server_disabled")
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "not_found")
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_agent_may_report_only_for_its_own_server(agent, two_servers):
+    other = agent.client.post("/api/v1/servers/web2/report/", {"lastSucceeded": True}, format="json")
+    assert other.status_code == 403
+    assert not StatusReport.objects.exists()
+    reading = agent.client.get("/api/v1/servers/web1/")
+    assert reading.status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"effectiveDate": "yesterday"},
+        {"lastSucceeded": "yes"},
+        {"late": "one-key"},
+        {"lastUpdate": "not a time"},
+        ["a", "list"],
+    ],
+)
+def test_malformed_report_is_400_and_records_nothing(agent, two_servers, body):
+    answer = agent.client.post("/api/v1/servers/web1/report/", body, format="json")
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"] == "invalid_report"
+    assert not StatusReport.objects.exists()
+
+
+@pytest.mark.django_db
+def test_report_that_is_not_json_is_refused(agent, two_servers):
+    answer = agent.client.generic(
+        "POST",
+        "/api/v1/servers/web1/report/",
+        b"effectiveDate=x",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert answer.status_code == 415
+    broken = agent.client.generic(
+        "POST", "/api/v1/servers/web1/report/", b"{nope", content_type="application/json"
+    )
+    assert broken.status_code == 400 and broken.json()["error"] == "parse_error"
+
+
+@pytest.mark.django_db
+def test_report_updates_lag_and_answers_it(agent, dataset, two_servers):
+    publish_rows(dataset, 0, 5)
+    answer = agent.client.post(
+        "/api/v1/servers/web1/report/",
+        {
+            "effectiveDate": "2026-01-15/04-00-01-262711077",
+            "lastSucceeded": True,
+            "applied": 1,
+            "lastUpdate": "2026-01-15T05:00:00Z",
+        },
+        format="json",
+    )
+    assert answer.status_code == 200
+    assert (answer.json()["pending_updates"], answer.json()["lag_seconds"]) == (1, 5.0)
+
+
+@pytest.mark.django_db
+def test_server_list_filters_by_dataset_and_enabled(viewer, dataset, other_dataset, two_servers):
+    Server.objects.create(name="river1", dataset=other_dataset, enabled=False)
+    flood = viewer.client.get("/api/v1/servers/", {"dataset": "flood"}).json()
+    disabled = viewer.client.get("/api/v1/servers/", {"enabled": "false"}).json()
+    assert [s["name"] for s in flood["results"]] == ["web1", "web2"]
+    assert [(s["name"], s["state"]) for s in disabled["results"]] == [("river1", "disabled")]

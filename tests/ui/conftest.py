@@ -1,0 +1,155 @@
+"""Fixtures of the dashboard tests: people with each role, and a small fleet with lags."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+
+from dmsupdate.state.keys import EffectiveTime, format_key
+from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
+from servers.models import Server, StatusReport
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Dashboard tests create many accounts; the production hasher's slowness is not what they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def _user(username: str, group: str | None = None, **extra) -> User:
+    user = User.objects.create_user(username, password=PASSWORD, **extra)
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _user("olivia", "operator")
+
+
+@pytest.fixture
+def viewer(db) -> User:
+    return _user("victor", "viewer")
+
+
+@pytest.fixture
+def nobody(db) -> User:
+    """A logged-in account with no dashboard role."""
+    return _user("nadia")
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def dataset(db, tmp_path) -> Dataset:
+    root = tmp_path / "state"
+    root.mkdir()
+    return Dataset.objects.create(name="flood", s3root=f"file://{root}")
+
+
+def _publish_updates(dataset: Dataset, count: int, start: EffectiveTime, step_seconds: int = 60) -> list:
+    """Register `count` published updates (and their publication events), one every `step_seconds`."""
+    now = timezone.now()
+    objects = []
+    for i in range(count):
+        eff = EffectiveTime(start.nanos + i * step_seconds * 1_000_000_000)
+        key = format_key(eff, "readings", "add", arg=f"http://example.org/graph/{i}", format="ttl")
+        obj = StateObject.objects.create(
+            dataset=dataset,
+            key=key,
+            kind=ObjectKind.UPDATE,
+            op="add",
+            label="readings",
+            effective_ns=eff.nanos,
+            effective_at=eff.to_datetime(),
+            state=ObjectState.PUBLISHED,
+            size=100 + i,
+            first_seen=now,
+            last_seen=now,
+        )
+        PublicationEvent.objects.create(
+            dataset=dataset,
+            object=obj,
+            key=key,
+            source="readings",
+            op="add",
+            effective_ns=eff.nanos,
+            actor="publisher-bot",
+            s3_url=f"{dataset.s3root}/{key}",
+            size=obj.size,
+        )
+        objects.append(obj)
+    return objects
+
+
+@pytest.fixture
+def updates(dataset) -> list[StateObject]:
+    """Five published updates, a minute apart, ending ten minutes ago."""
+    start = EffectiveTime.from_datetime(timezone.now() - timedelta(minutes=14))
+    return _publish_updates(dataset, 5, start)
+
+
+def _add_server(dataset: Dataset, name: str, effective_ns: int | None, **fields) -> Server:
+    """A server that reported `effective_ns` a minute ago, with a few status reports for its sparkline."""
+    now = timezone.now()
+    server = Server.objects.create(
+        name=name,
+        dataset=dataset,
+        effective_ns=effective_ns,
+        last_report_at=fields.pop("last_report_at", now - timedelta(minutes=1)),
+        last_succeeded=fields.pop("last_succeeded", True),
+        **fields,
+    )
+    for hours, lag in ((5, 600.0), (3, 240.0), (1, 60.0)):
+        StatusReport.objects.create(
+            server=server,
+            received_at=now - timedelta(hours=hours),
+            effective_ns=effective_ns,
+            lag_seconds=lag,
+        )
+    return server
+
+
+@pytest.fixture
+def fleet(dataset, updates) -> dict[str, Server]:
+    """Three servers of `flood`: one up to date, one two updates behind, one failing on a key."""
+    return {
+        "fresh": _add_server(dataset, "fuseki-1", updates[-1].effective_ns),
+        "lagging": _add_server(dataset, "fuseki-2", updates[2].effective_ns),
+        "broken": _add_server(
+            dataset,
+            "fuseki-3",
+            updates[0].effective_ns,
+            last_succeeded=False,
+            failed_key=updates[1].key,
+            last_error="HTTP 500 from the store",
+        ),
+    }
+
+
+@pytest.fixture
+def add_server(db):
+    """`add_server(dataset, name, effective_ns, **fields)`: a server with a few reports."""
+    return _add_server
+
+
+@pytest.fixture
+def publish_updates(db):
+    """`publish_updates(dataset, count, start)`: published updates with their publication events."""
+    return _publish_updates
