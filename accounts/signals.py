@@ -12,5 +12,5 @@ from audit.services import record
 def audit_login_failure(sender, credentials: dict, request=None, **kwargs) -> None:
     """Record who tried (the username given, never the password) and from where."""
     username = str(credentials.get("username", ""))[:150]
-    address = request.META.get("REMOTE_ADDR", "") if request is not None else ""
-    record("anonymous", "login.failed", username, {"address": address})
+    ip = request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    record("anonymous", "login.failed", username, {"ip": ip})
