@@ -98,7 +98,15 @@ def with_capped_pending(servers: QuerySet[Server]) -> QuerySet[Server]:
         [ObjectKind.UPDATE, ObjectState.PUBLISHED, PENDING_CAP + 1],
         output_field=IntegerField(),
     )
-    return servers.annotate(pending_updates=pending)
+    # Needed updates gone from the bucket (servers.services.missing_needed): rare rows, same index.
+    missing = RawSQL(
+        f"""SELECT count(*) FROM {objects} o
+                WHERE o.dataset_id = {table}.dataset_id AND o.kind = %s AND o.state = %s
+                  AND o.effective_ns > {table}.effective_ns""",
+        [ObjectKind.UPDATE, ObjectState.MISSING],
+        output_field=IntegerField(),
+    )
+    return servers.annotate(pending_updates=pending, missing_updates=missing)
 
 
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:

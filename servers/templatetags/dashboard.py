@@ -211,7 +211,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _last_error(server) -> SafeString:
-    """The fleet row's "last error" cell: unreachable, the failed key and error, or late keys."""
+    """The fleet row's "last error" cell: unreachable, the failed key and error, missing updates, or late keys."""
     if server.unreachable_since:
         error = server.unreachable_error
         return format_html('<span title="{}">unreachable: {}</span>', error, _clip(error, 90))
@@ -223,6 +223,11 @@ def _last_error(server) -> SafeString:
         )
         return format_html(
             '{}<span title="{}">{}</span>', key, server.last_error, _clip(server.last_error, 90)
+        )
+    missing = getattr(server, "missing_updates", 0)
+    if missing:
+        return format_html(
+            "{} update{} it still needs missing from the bucket", missing, "" if missing == 1 else "s"
         )
     if server.late_keys:
         n = len(server.late_keys)
