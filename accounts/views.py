@@ -46,7 +46,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             )
         try:
             return super().clean()
-        except ValidationError:
+        except ValidationError as exc:
             for key in keys:
                 # add() starts the window on the first failure; incr() keeps its expiry.
                 if not cache.add(key, 1, lockout):
@@ -54,7 +54,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                         cache.incr(key)
                     except ValueError:
                         cache.set(key, 1, lockout)
-            # The audit row is written by accounts.signals (user_login_failed), for every login path.
+            record("anonymous", "login.failed", username, {"ip": ip, "reason": exc.error_list[0].code})
             raise
 
 

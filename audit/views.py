@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditEvent
-from dmsupdate.web import day_range, keyset_page, operator_required, page
+from dmsupdate.web import day_range, keyset_page, operator_required, page, text_param
 
 
 @operator_required
@@ -13,9 +13,9 @@ def audit_page(request: HttpRequest) -> HttpResponse:
     """The audit log, newest first, filtered by actor, action (prefix), target and date."""
     params = request.GET
     rows = AuditEvent.objects.all()
-    actor = params.get("actor", "").strip()[:200]
-    action = params.get("action", "").strip()[:64]
-    target = params.get("target", "").strip()[:1024]
+    actor = text_param(params, "actor", 200)
+    action = text_param(params, "action", 64)
+    target = text_param(params, "target", 1024)
     if actor:
         rows = rows.filter(actor=actor)
     if action:

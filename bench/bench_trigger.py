@@ -61,7 +61,7 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
     from jobs.models import JobKind
     from jobs.services import start_job
     from publications.models import Dataset
-    from servers.models import Server
+    from servers.models import Server, UpdateRun
 
     root = base / "state"
     dump = root / format_key(EffectiveTime.now(), "bench", "dump")
@@ -71,6 +71,22 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs: list[subprocess.Popen] = []
     urls: list[str] = []
+    used: set[int] = set()
+
+    def start(folder: Path) -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        while port in used:  # two agents on one port would make one agent answer for two servers
+            port = free_port()
+        used.add(port)
+        command = [sys.executable, "-m", "dmsupdate.agent", "--config", str(folder / "config.json")]
+        proc = subprocess.Popen(
+            [*command, "serve", "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return proc, f"http://127.0.0.1:{port}"
+
     try:
         for i in range(agents):
             folder = base / f"agent-{i}"
@@ -83,28 +99,17 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
                 "agent_token": TOKEN,
             }
             (folder / "config.json").write_text(json.dumps(config))
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "dmsupdate.agent",
-                        "--config",
-                        str(folder / "config.json"),
-                        "serve",
-                        "--bind",
-                        f"127.0.0.1:{port}",
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
+            proc, url = start(folder)
+            procs.append(proc)
+            urls.append(url)
         for i, url in enumerate(urls):
             wait_for(url)
-            Server.objects.create(name=f"agent-{i:02d}", dataset=dataset, agent_url=url, agent_token=TOKEN)
+            while procs[i].poll() is not None:  # it lost its port to another process: start it again
+                procs[i], urls[i] = start(base / f"agent-{i}")
+                wait_for(urls[i])
+            Server.objects.create(
+                name=f"agent-{i:02d}", dataset=dataset, agent_url=urls[i], agent_token=TOKEN
+            )
         settings.DMSUPDATE = settings.DMSUPDATE | {"TRIGGER_CONCURRENCY": agents}
         warm = start_job(JobKind.UPDATE_ALL, dataset=dataset, params={"timeout": 300}, run_now=True)
         assert warm.result["summary"] == f"{agents} ok", warm.result
@@ -126,8 +131,13 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
             servers = job.result["servers"]
             assert job.result["summary"] == f"{agents} ok", job.result
             assert all(s["ops_applied"] == 1 for s in servers.values())
+            runs = UpdateRun.objects.filter(job=job)
+            last_answer = max(r.finished_at for r in runs)
             figures.append(
                 {
+                    # Where the job's time went: before the agents were called, and after the last answered.
+                    "lead": (min(r.started_at for r in runs) - job.created_at).total_seconds(),
+                    "tail": (job.finished_at - last_answer).total_seconds(),
                     "job": c.seconds,
                     "slowest_alone": max(solo),
                     "sum_alone": sum(solo),
@@ -166,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     for n, f in enumerate(figures, 1):
         print(
             f"  round {n}: job {f['job']:.2f} s; slowest agent in the job {f['slowest_in_job']:.2f} s, "
-            f"alone {f['slowest_alone']:.2f} s; one by one {f['sum_alone']:.2f} s"
+            f"alone {f['slowest_alone']:.2f} s; one by one {f['sum_alone']:.2f} s; "
+            f"before the first call {f['lead']:.2f} s, after the last answer {f['tail']:.2f} s"
         )
     ratio = job / in_job
     print(

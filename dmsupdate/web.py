@@ -91,6 +91,11 @@ def parse_day(value: str) -> date | None:
     return day if day is not None and date.min < day < date.max else None
 
 
+def text_param(params: QueryDict, name: str, limit: int) -> str:
+    """A free-text filter value, trimmed, without NUL characters (PostgreSQL refuses them in text)."""
+    return params.get(name, "").replace("\x00", "").strip()[:limit]
+
+
 def int_param(value: str | None) -> int | None:
     """An id from a form or query string, or None when it is not one (never a 500 on bad input)."""
     return int(value) if value and re.fullmatch(r"[0-9]{1,18}", value) else None
@@ -107,18 +112,20 @@ def day_range(params: QueryDict, field: str) -> tuple[dict, dict]:
     return lookups, {"since": since.isoformat() if since else "", "until": until.isoformat() if until else ""}
 
 
-def keyset_page(rows, params: QueryDict) -> tuple[list, str]:
-    """Keyset pagination by descending id: a page of rows and the query string of the next page.
+def keyset_page(rows, params: QueryDict, field: str = "id") -> tuple[list, str]:
+    """Keyset pagination by a unique field, descending: a page of rows and the query string of the next page.
 
-    No COUNT and no OFFSET: each page costs the same on a million rows.
+    No COUNT and no OFFSET: each page costs the same on a million rows. The
+    `before` parameter holds the last value shown (an id, or a key with field="key").
     """
-    before = int_param(params.get("before"))
+    raw = params.get("before")
+    before: int | str | None = int_param(raw) if field == "id" else (raw or "").replace("\x00", "") or None
     if before is not None:
-        rows = rows.filter(id__lt=before)
-    chunk = list(rows.order_by("-id")[: PAGE_SIZE + 1])
+        rows = rows.filter(**{f"{field}__lt": before})
+    chunk = list(rows.order_by(f"-{field}")[: PAGE_SIZE + 1])
     if len(chunk) <= PAGE_SIZE:
         return chunk, ""
     chunk = chunk[:PAGE_SIZE]
     following = params.copy()
-    following["before"] = str(chunk[-1].id)
+    following["before"] = str(getattr(chunk[-1], field))
     return chunk, following.urlencode()

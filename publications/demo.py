@@ -203,7 +203,16 @@ class StateWriter:
     root: str
     keys: list[str] = field(default_factory=list)
 
-    def put(self, effective: EffectiveTime, label: str, op: str, body: bytes, arg=None, fmt=None) -> str:
+    def put(
+        self,
+        effective: EffectiveTime,
+        label: str,
+        op: str,
+        body: bytes,
+        arg: str | None = None,
+        fmt: str | None = None,
+    ) -> str:
+        """Write one object; `.gz` formats are compressed here (a dump arrives compressed)."""
         key = format_key(effective, label, op, arg, fmt)
         if fmt and fmt.endswith(".gz") and op != "dump":
             body = gzip.compress(body, mtime=0)
@@ -219,7 +228,7 @@ def at(day: date, hour: int, minute: int = 0, nanos: int = 0) -> EffectiveTime:
     return EffectiveTime(base.nanos + nanos)
 
 
-def write_dump(writer: StateWriter, rng: random.Random, stations, readings: Readings, day: date) -> str:
+def write_dump(writer: StateWriter, stations: list[Station], readings: Readings, day: date) -> str:
     """The base dump: stations plus the previous day's readings, as gzipped N-Quads."""
     yesterday = day - timedelta(days=1)
     start = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=UTC)
@@ -228,9 +237,7 @@ def write_dump(writer: StateWriter, rng: random.Random, stations, readings: Read
     return writer.put(at(day, 0, 0, 0), LABEL_DUMP, "dump", gzip.compress(body, mtime=0), fmt="nq.gz")
 
 
-def write_day(
-    writer: StateWriter, rng: random.Random, stations, readings: Readings, day: date, n: int
-) -> None:
+def write_day(writer: StateWriter, stations: list[Station], readings: Readings, day: date, n: int) -> None:
     """One day of updates: readings in three batches, a cleanup, a correction and a postproc."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     graph = readings_graph(day)
@@ -345,13 +352,13 @@ def build_demo(
         (folder / "config.json").write_text(json.dumps(configs[name], indent=2) + "\n")
 
     say(f"writing {root}: a base dump and {days} days of updates")
-    write_dump(writer, rng, station_list, readings, first_day)
+    write_dump(writer, station_list, readings, first_day)
     # Stage by stage: the last server stops after the first day, the middle one after the
     # second, the first replays everything; so the fleet shows three different lags.
     stops = {0: SERVERS[2], 1: SERVERS[1]}
     statuses: dict[str, dict] = {}
     for n in range(days):
-        write_day(writer, rng, station_list, readings, first_day + timedelta(days=n), n)
+        write_day(writer, station_list, readings, first_day + timedelta(days=n), n)
         if n in stops and n < days - 1:
             statuses[stops[n]] = _replay(stops[n], configs[stops[n]], say)
     for name in SERVERS:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.services import record
 from dmsupdate.api import ApiError
 from dmsupdate.state.keys import EffectiveTime, InvalidKey, format_key, parse_key
-from dmsupdate.state.stores import ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
+from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable
 from jobs.models import Job, JobKind, JobStatus
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.validation import Upload
@@ -165,6 +165,33 @@ def publish_upload(
             f"the store kept {info.size} bytes (ETag {info.etag}) for {size} bytes (MD5 {md5}); not published",
             502,
         )
+    try:
+        event = _mark_published(
+            obj, info, effective, label, op, store.url(key), publisher, idempotency_key, print_
+        )
+    except IntegrityError as exc:
+        # Only the (user, Idempotency-Key) constraint can fail here: a concurrent request
+        # with the same key won (possible without PostgreSQL's advisory lock). This
+        # object stays `unpublished`, for GC.
+        raise ApiError("idempotency_conflict", f"Idempotency-Key {idempotency_key!r} is in use", 409) from exc
+    trigger_servers(dataset, publisher)
+    event.refresh_from_db()
+    return event
+
+
+def _mark_published(
+    obj: StateObject,
+    info: ObjectInfo,
+    effective: EffectiveTime,
+    label: str,
+    op: str,
+    url: str,
+    publisher: Publisher,
+    idempotency_key: str | None,
+    print_: str,
+) -> PublicationEvent:
+    """Mark the verified object published with its event and audit row, in one transaction."""
+    dataset = obj.dataset
     with transaction.atomic():
         StateObject.objects.filter(pk=obj.pk).update(
             state=ObjectState.PUBLISHED,
@@ -175,22 +202,20 @@ def publish_upload(
         event = PublicationEvent.objects.create(
             dataset=dataset,
             object=obj,
-            key=key,
+            key=obj.key,
             source=label,
             op=op,
             effective_ns=effective.nanos,
             user=publisher.user if getattr(publisher.user, "is_authenticated", False) else None,
             actor=publisher.actor,
-            s3_url=store.url(key),
-            size=size,
+            s3_url=url,
+            size=obj.size,
             sha256=obj.sha256,
             uploaded=True,
             idempotency_key=idempotency_key or None,
             request_fingerprint=print_,
         )
         _finish(event, publisher)
-    trigger_servers(dataset, publisher)
-    event.refresh_from_db()
     return event
 
 

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from functools import cache
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
-from dmsupdate.web import day_range, keyset_page, page, viewer_required
+from dmsupdate.web import day_range, keyset_page, page, text_param, viewer_required
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from servers.models import Server
 
 OPS = ["add", "replace", "drop", "update", "postproc", "image", "dump"]
 # Object states worth an admin's attention, highlighted on the objects page.
 PROBLEM_STATES = {ObjectState.INVALID, ObjectState.MISSING}
+
+
+@cache
+def keys_sort_by_code_point() -> bool:
+    """Whether the database orders text by code point (C collations), so a key prefix is a key range."""
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cur:
+        cur.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+        (collation,) = cur.fetchone()
+    return collation in {"C", "POSIX", "C.UTF-8", "C.utf8"}
 
 
 def applied_counts(publications: list[PublicationEvent]) -> dict[int, tuple[int, int]]:
@@ -45,8 +58,8 @@ def publications_page(request: HttpRequest) -> HttpResponse:
     """Publications, newest first, filtered by dataset, label, op and date, each with "applied on k of N"."""
     params = request.GET
     rows = PublicationEvent.objects.select_related("dataset", "user")
-    dataset = params.get("dataset", "")
-    label = params.get("label", "").strip()[:64]
+    dataset = text_param(params, "dataset", 64)
+    label = text_param(params, "label", 64)
     op = params.get("op", "") if params.get("op", "") in OPS else ""
     if dataset:
         rows = rows.filter(dataset__name=dataset)
@@ -79,11 +92,11 @@ def objects_page(request: HttpRequest) -> HttpResponse:
     """The registry of objects under the state roots, filtered by state; late, invalid and missing stand out."""
     params = request.GET
     rows = StateObject.objects.select_related("dataset")
-    dataset = params.get("dataset", "")
+    dataset = text_param(params, "dataset", 64)
     state = params.get("state", "")
     kind = params.get("kind", "") if params.get("kind", "") in ObjectKind.values else ""
-    label = params.get("label", "").strip()[:128]
-    prefix = params.get("prefix", "").strip()[:1024]
+    label = text_param(params, "label", 128)
+    prefix = text_param(params, "prefix", 1024)
     if dataset:
         rows = rows.filter(dataset__name=dataset)
     late_servers = Server.objects.exclude(late_keys=[])
@@ -106,9 +119,23 @@ def objects_page(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(kind=kind)
     if label:
         rows = rows.filter(label=label)
+    notice = ""
+    if prefix and not dataset:
+        names = list(Dataset.objects.values_list("name", flat=True)[:2])
+        if len(names) == 1:
+            dataset = names[0]
+        else:
+            notice = "Choose a dataset to search keys by prefix: keys are unique within a dataset."
+            prefix = ""
     if prefix:
-        rows = rows.filter(key__startswith=prefix)
-    objects, next_query = keyset_page(rows, params)
+        # Within one dataset, listed by key: the (dataset, key) unique index serves
+        # both the prefix range and the order, however large the registry.
+        dataset_id = Dataset.objects.filter(name=dataset).values_list("pk", flat=True).first() or 0
+        rows = rows.filter(dataset_id=dataset_id, key__startswith=prefix)
+        if keys_sort_by_code_point() and ord(prefix[-1]) < 0x10FFFF:
+            # LIKE cannot use the index under a C.UTF-8 database: say the same as a range.
+            rows = rows.filter(key__gte=prefix, key__lt=prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    objects, next_query = keyset_page(rows, params, field="key" if prefix else "id")
     for obj in objects:
         obj.is_late = obj.key in late.get(obj.dataset_id, ())
         obj.is_problem = obj.is_late or obj.state in PROBLEM_STATES
@@ -122,6 +149,7 @@ def objects_page(request: HttpRequest) -> HttpResponse:
             "states": [*ObjectState.values, "problems", "late"],
             "kinds": ObjectKind.values,
             "filters": {"dataset": dataset, "state": state, "kind": kind, "label": label, "prefix": prefix},
+            "notice": notice,
             "filtered": bool(dataset or state or kind or label or prefix or params.get("before")),
         },
     )

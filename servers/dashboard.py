@@ -7,15 +7,17 @@ with their pending counts, one for all the sparklines.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.cache import cache
-from django.db.models import IntegerField, Max, OuterRef, QuerySet, Subquery
-from django.db.models.expressions import RawSQL
-from django.db.models.functions import Trunc
+from django.db import connection
+from django.db.models import Max, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Extract, Floor, Trunc
 from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
@@ -24,8 +26,8 @@ from servers.models import Server, ServerState, StatusReport
 from servers.services import Lag, lag_of
 
 # Pending updates are counted up to this many per server on the fleet page and shown
-# as "1,000+" beyond: counting is O(pending) per server, so an uncapped count for a
-# server that never reported (every update pending) would read the whole registry.
+# as "1,000+" beyond: an exact count is O(pending) per server, and a server that never
+# reported has every update of the registry pending.
 PENDING_CAP = 1000
 
 # Sparkline resolution: one point per hour over the last day, so a server costs at
@@ -37,7 +39,7 @@ SPARK_HOURS = 24
 class FleetRow:
     """One server line of the fleet page."""
 
-    server: Server
+    server: Any  # a named row of FLEET_FIELDS (+ pk), read like a Server
     lag: Lag
     spark: str  # the rendered sparkline (see fleet_sparklines)
 
@@ -81,32 +83,78 @@ def datasets_with_heads() -> QuerySet[Dataset]:
     ).order_by("name")
 
 
-def with_capped_pending(servers: QuerySet[Server]) -> QuerySet[Server]:
-    """Servers annotated with `pending_updates` (as `with_lag`), counted up to PENDING_CAP + 1.
+def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[int]]:
+    """The `limit` newest published update times of each dataset, oldest first, in one query.
 
-    The count reads only object_lag_idx (an index-only scan: no column outside the
-    index is touched) and stops after PENDING_CAP + 1 entries.
+    A server's pending count up to the cap is then a binary search in its dataset's
+    list: no count per server (each an index walk over its pending updates).
     """
-    objects = StateObject._meta.db_table
-    table = Server._meta.db_table
-    pending = RawSQL(
-        f"""SELECT count(*) FROM (
-                SELECT 1 FROM {objects} o
-                WHERE o.dataset_id = {table}.dataset_id AND o.kind = %s AND o.state = %s
-                  AND o.effective_ns > COALESCE({table}.effective_ns, -1)
-                LIMIT %s) AS capped""",
-        [ObjectKind.UPDATE, ObjectState.PUBLISHED, PENDING_CAP + 1],
-        output_field=IntegerField(),
+    if not dataset_ids:
+        return {}
+    times: dict[int, list[int]] = defaultdict(list)
+    newest = (
+        StateObject.objects.filter(
+            kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED, effective_ns__isnull=False
+        )
+        .order_by("-effective_ns")
+        .values_list("effective_ns", flat=True)
     )
-    # Needed updates gone from the bucket (servers.services.missing_needed): rare rows, same index.
-    missing = RawSQL(
-        f"""SELECT count(*) FROM {objects} o
-                WHERE o.dataset_id = {table}.dataset_id AND o.kind = %s AND o.state = %s
-                  AND o.effective_ns > {table}.effective_ns""",
-        [ObjectKind.UPDATE, ObjectState.MISSING],
-        output_field=IntegerField(),
-    )
-    return servers.annotate(pending_updates=pending, missing_updates=missing)
+    if connection.vendor == "postgresql":
+        # LATERAL: one backward walk of object_lag_idx per dataset, stopping at `limit`.
+        with connection.cursor() as cur:
+            cur.execute(
+                f"""SELECT d.id, o.effective_ns FROM {Dataset._meta.db_table} d CROSS JOIN LATERAL (
+                        SELECT effective_ns FROM {StateObject._meta.db_table}
+                        WHERE dataset_id = d.id AND kind = %s AND state = %s AND effective_ns IS NOT NULL
+                        ORDER BY effective_ns DESC LIMIT %s) AS o
+                    WHERE d.id = ANY(%s)""",
+                [ObjectKind.UPDATE, ObjectState.PUBLISHED, limit, list(dataset_ids)],
+            )
+            for dataset_id, effective_ns in cur.fetchall():
+                times[dataset_id].append(effective_ns)
+    else:
+        newest = StateObject.objects.filter(
+            kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED, effective_ns__isnull=False
+        ).order_by("-effective_ns")
+        for dataset_id in dataset_ids:
+            times[dataset_id] = list(
+                newest.filter(dataset_id=dataset_id).values_list("effective_ns", flat=True)[:limit]
+            )
+    for values in times.values():
+        values.reverse()
+    return times
+
+
+def missing_update_times(dataset_ids: list[int]) -> dict[int, list[int]]:
+    """Effective times of each dataset's updates gone from the bucket (state `missing`), sorted; one query.
+
+    Such rows are rare; a server needs those later than its effective time
+    (servers.services.missing_needed).
+    """
+    times: dict[int, list[int]] = defaultdict(list)
+    rows = StateObject.objects.filter(
+        dataset_id__in=dataset_ids,
+        kind=ObjectKind.UPDATE,
+        state=ObjectState.MISSING,
+        effective_ns__isnull=False,
+    ).order_by("effective_ns")
+    for dataset_id, effective_ns in rows.values_list("dataset_id", "effective_ns"):
+        times[dataset_id].append(effective_ns)
+    return times
+
+
+def missing_of(effective_ns: int | None, missing: list[int]) -> int:
+    """Missing updates later than `effective_ns` (none for a server that never reported)."""
+    if effective_ns is None:
+        return 0
+    return len(missing) - bisect_right(missing, effective_ns)
+
+
+def pending_of(effective_ns: int | None, newest: list[int]) -> int:
+    """Published updates later than `effective_ns`, counted in a dataset's newest times (capped by its length)."""
+    if effective_ns is None:
+        return len(newest)
+    return len(newest) - bisect_right(newest, effective_ns)
 
 
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
@@ -119,19 +167,35 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
     if not ids:
         return {}
     start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
-    rows = (
-        StatusReport.objects.filter(server_id__in=ids, received_at__gte=start)
-        .annotate(hour=Trunc("received_at", "hour"))
-        .values("server_id", "hour")
-        .annotate(worst=Max("lag_seconds"))
-        .order_by()
-        .values_list("server_id", "hour", "worst")
-    )
+    reports = StatusReport.objects.filter(server_id__in=ids, received_at__gte=start)
     buckets: dict[int, list[float | None]] = defaultdict(lambda: [None] * hours)
-    for server_id, hour, worst in rows:
-        index = int((hour - start).total_seconds() // 3600)
-        if 0 <= index < hours:
-            buckets[server_id][index] = worst
+    if connection.vendor == "postgresql":
+        # Hours since the epoch as plain numbers: turning tens of thousands of truncated
+        # timestamps back into aware datetimes cost more than the query itself.
+        first = int(start.timestamp()) // 3600
+        rows = (
+            reports.annotate(hour=Floor(Extract("received_at", "epoch") / 3600))
+            .values("server_id", "hour")
+            .annotate(worst=Max("lag_seconds"))
+            .order_by()
+            .values_list("server_id", "hour", "worst")
+        )
+        for server_id, hour, worst in rows:
+            index = int(hour) - first
+            if 0 <= index < hours:
+                buckets[server_id][index] = worst
+    else:
+        truncated = (
+            reports.annotate(hour=Trunc("received_at", "hour"))
+            .values("server_id", "hour")
+            .annotate(worst=Max("lag_seconds"))
+            .order_by()
+            .values_list("server_id", "hour", "worst")
+        )
+        for server_id, when, worst in truncated:
+            index = int((when - start).total_seconds() // 3600)
+            if 0 <= index < hours:
+                buckets[server_id][index] = worst
     history = {}
     for server_id, values in buckets.items():
         last = None
@@ -189,15 +253,21 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
     if dataset:
         datasets = datasets.filter(name=dataset)
     sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns) for d in datasets}
+    # Named rows rather than model instances: a thousand Server objects cost more to
+    # build than the query; lag_of and state_of read only these attributes.
     servers = list(
-        with_capped_pending(
-            Server.objects.filter(dataset_id__in=list(sections)).only(*FLEET_FIELDS).order_by("name")
-        )
+        Server.objects.filter(dataset_id__in=list(sections))
+        .order_by("name")
+        .values_list("pk", *FLEET_FIELDS, named=True)
     )
+    newest = newest_update_times(list(sections), PENDING_CAP + 1)
+    gone = missing_update_times(list(sections))
     lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
     for server in servers:
         section = sections[server.dataset_id]
-        lag = lag_of(server, server.pending_updates, section.head_ns, now)
+        pending = pending_of(server.effective_ns, newest.get(server.dataset_id, []))
+        missing = missing_of(server.effective_ns, gone.get(server.dataset_id, []))
+        lag = lag_of(server, pending, section.head_ns, now, missing=missing)
         if state and lag.state != state:
             continue
         section.rows.append(FleetRow(server, lag, lines.get(server.pk, "")))

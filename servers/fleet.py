@@ -11,6 +11,7 @@ per server plus a one-line summary such as `3 ok, 1 unreachable, 1 failed`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,7 +21,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
@@ -259,36 +260,63 @@ def wait_for_pull_agent(server: Server, since, deadline: Deadline) -> Outcome:
         pause = min(pause * 1.5, POLL_MAX_SECONDS)
 
 
-def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, trigger: str) -> dict:
-    """Run an update or rebuild on one server and wait for it; returns the result entry of the job.
-
-    Writes an UpdateRun, the server's status (record_report / mark_unreachable) and an audit row.
-    """
-    started = timezone.now()
-    run = UpdateRun.objects.create(
-        server=server,
-        job=job,
-        kind=kind,
-        trigger=trigger,
-        requested_by=job.requested_by if job else None,
-        started_at=started,
-        effective_before_ns=server.effective_ns,
+def begin_runs(servers: list[Server], kind: str, job: Job | None, trigger: str) -> dict[int, UpdateRun]:
+    """Open one UpdateRun (result `running`) per server in one insert; a rebuild marks them `rebuilding`."""
+    now = timezone.now()
+    runs = UpdateRun.objects.bulk_create(
+        UpdateRun(
+            server=server,
+            job=job,
+            kind=kind,
+            trigger=trigger,
+            requested_by=job.requested_by if job else None,
+            started_at=now,
+            effective_before_ns=server.effective_ns,
+        )
+        for server in servers
     )
     if kind == "rebuild":
         # Shown as `rebuilding` until the agent's next report (servers.services.state_of).
-        Server.objects.filter(pk=server.pk).update(rebuild_requested_at=started)
+        Server.objects.filter(pk__in=[s.pk for s in servers]).update(rebuild_requested_at=now)
+    return {run.server_id: run for run in runs}
+
+
+@dataclass
+class AgentAnswer:
+    """What one agent call brought back, and when: the run's own duration, without bookkeeping."""
+
+    outcome: Outcome
+    finished: Any
+    duration: float
+
+
+def call_agent(server: Server, kind: str, timeout: float, since) -> AgentAnswer:
+    """Trigger the agent (or wait for a pull agent's report) until it ends or `timeout` passes.
+
+    Push agents need no database here, so a pool of these calls costs no connections.
+    """
     clock = time.monotonic()
     deadline = Deadline(timeout)
     if server.agent_url:
         outcome = wait_for_push_agent(server, kind, deadline)
     else:
-        outcome = wait_for_pull_agent(server, started, deadline)
-    # The run's duration is the agent's (until it answered), not this job's bookkeeping after it.
-    finished, duration = timezone.now(), time.monotonic() - clock
-    outcome = _record_status(server, kind, outcome, reported_by_agent=bool(server.agent_url))
+        outcome = wait_for_pull_agent(server, since, deadline)
+    return AgentAnswer(outcome, timezone.now(), time.monotonic() - clock)
+
+
+def finish_run(
+    server: Server, kind: str, job: Job | None, run: UpdateRun, answer: AgentAnswer, audit_ok: bool = True
+) -> dict:
+    """Record the server's status, close its UpdateRun and audit it; returns the job's entry for it.
+
+    With `audit_ok` false an `ok` run is left for the caller to audit with the others in one row.
+    """
+    outcome = _record_status(server, kind, answer.outcome, reported_by_agent=bool(server.agent_url))
     if kind == "rebuild" and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
         # The rebuild never started: do not show `rebuilding` for a request the agent never took.
-        Server.objects.filter(pk=server.pk, rebuild_requested_at=started).update(rebuild_requested_at=None)
+        Server.objects.filter(pk=server.pk, rebuild_requested_at=run.started_at).update(
+            rebuild_requested_at=None
+        )
     status = outcome.status or {}
     applied = status.get("applied") or 0
     if isinstance(applied, list):
@@ -297,7 +325,7 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
         after = parse_effective(status.get("effectiveDate")) if status else None
     except ReportError:
         after = None
-    run.finished_at = finished
+    run.finished_at = answer.finished
     run.result = outcome.result
     run.ops_applied = applied if isinstance(applied, int) else 0
     run.effective_after_ns = after
@@ -310,10 +338,12 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
         "ops_applied": run.ops_applied,
         "effective_before": _path(run.effective_before_ns),
         "effective_after": _path(run.effective_after_ns),
-        "duration_seconds": round(duration, 3),
+        "duration_seconds": round(answer.duration, 3),
         "failed_key": outcome.failed_key,
         "error": outcome.error,
     }
+    if outcome.result == RunResult.OK and not audit_ok:
+        return entry
     record(
         job.actor if job and job.actor else "system",
         f"server.{kind}.{outcome.result}",
@@ -321,6 +351,15 @@ def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, t
         {k: v for k, v in entry.items() if v not in ("", None)} | {"job": job.pk if job else None},
     )
     return entry
+
+
+def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, trigger: str) -> dict:
+    """Run an update or rebuild on one server and wait for it; returns the result entry of the job.
+
+    Writes an UpdateRun, the server's status (record_report / mark_unreachable) and an audit row.
+    """
+    run = begin_runs([server], kind, job, trigger)[server.pk]
+    return finish_run(server, kind, job, run, call_agent(server, kind, timeout, run.started_at))
 
 
 def _record_status(server: Server, kind: str, outcome: Outcome, reported_by_agent: bool) -> Outcome:
@@ -370,11 +409,25 @@ def servers_for(job: Job) -> list[Server]:
     return list(Server.objects.filter(dataset_id=job.dataset_id, enabled=True).order_by("name"))
 
 
-def _in_thread(server_id: int, kind: str, job: Job, timeout: float, trigger: str) -> dict:
-    """Pool worker: its own database connection, closed when done (threads never reuse Django's)."""
+# Database connections the pool threads may hold at once to record answers (bounded, whatever
+# TRIGGER_CONCURRENCY is, so a wide fan-out cannot exhaust PostgreSQL's connection limit).
+RECORDERS = 8
+_recorders = threading.BoundedSemaphore(RECORDERS)
+
+
+def _trigger_in_thread(
+    server: Server, kind: str, job: Job, run: UpdateRun, timeout: float, audit_ok: bool
+) -> dict:
+    """Pool worker: wait on the agent, then record its answer on the thread's own connection.
+
+    Recording here rather than in the job's thread lets the answers of a whole fleet,
+    which tend to arrive together, be written in parallel.
+    """
     try:
-        server = Server.objects.select_related("dataset").get(pk=server_id)
-        return trigger_server(server, kind, job, timeout, trigger)
+        answer = call_agent(server, kind, timeout, run.started_at)
+        with _recorders:
+            with transaction.atomic():
+                return finish_run(server, kind, job, run, answer, audit_ok=audit_ok)
     finally:
         connection.close()
 
@@ -404,24 +457,36 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     results: dict[str, dict] = {}
     progress(job, 0, f"0 of {total} servers done")
     workers = max(1, min(int(conf["TRIGGER_CONCURRENCY"]), total))
-    close_old_connections()
+    # All runs are opened first in one insert, so no agent's trigger waits on the database.
+    runs = begin_runs(servers, kind, job, trigger)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
-        pending: dict[Future, str] = {
-            pool.submit(_in_thread, s.pk, kind, job, timeout, trigger): s.name for s in servers
+        pending: dict[Future, Server] = {
+            pool.submit(_trigger_in_thread, s, kind, job, runs[s.pk], timeout, False): s for s in servers
         }
         while pending:
             # Wake up now and then even when no server finished, to keep the job's heartbeat fresh.
             done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
             for future in done:
-                name = pending.pop(future)
+                server = pending.pop(future)
                 try:
-                    results[name] = future.result()
+                    results[server.name] = future.result()
                 except Exception as exc:  # noqa: BLE001 - one server's crash must not lose the others
-                    log.exception("trigger of %s failed", name)
-                    results[name] = {"result": RunResult.FAILED, "error": f"{exc.__class__.__name__}: {exc}"}
+                    log.error("trigger of %s failed: %s", server.name, exc, exc_info=exc)
+                    results[server.name] = {
+                        "result": RunResult.FAILED,
+                        "error": f"{exc.__class__.__name__}: {exc}",
+                    }
+                    UpdateRun.objects.filter(pk=runs[server.pk].pk).update(
+                        result=RunResult.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+                    )
             progress(job, int(100 * len(results) / total), f"{len(results)} of {total} servers done")
     ordered = {name: results[name] for name in sorted(results)}
     result = {"servers": ordered, "summary": summarize(ordered)}
+    ok = {name: e.get("effective_after") for name, e in ordered.items() if e["result"] == RunResult.OK}
+    if ok:
+        # Failures were audited one row each, with their key and error; the successes share one row.
+        target = job.dataset.name if job.dataset_id else ", ".join(ok)
+        record(job.actor or "system", f"server.{kind}.ok", target, {"job": job.pk, "servers": ok})
     if any(entry["result"] != RunResult.OK for entry in ordered.values()):
         raise JobFailed(result["summary"], result)
     return result

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.services import actor_name
 from dmsupdate import views as project_views
-from dmsupdate.web import operator_action, operator_required, page, viewer_required
+from dmsupdate.web import operator_action, operator_required, page, text_param, viewer_required
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from servers.dashboard import fleet, lag_history
@@ -24,7 +24,7 @@ def _fleet_context(request: HttpRequest) -> dict:
     state = request.GET.get("state", "")
     if state not in ServerState.values:
         state = ""
-    dataset = request.GET.get("dataset", "")[:64]
+    dataset = text_param(request.GET, "dataset", 64)
     return {
         "sections": fleet(state=state, dataset=dataset),
         "state": state,
@@ -63,14 +63,26 @@ def _server_context(server: Server) -> dict:
     }
 
 
+def _history_context(server: Server) -> dict:
+    return {
+        "server": server,
+        "reports": server.reports.order_by("-received_at")[:50],
+        "runs": server.runs.select_related("requested_by").order_by("-started_at")[:50],
+    }
+
+
 @viewer_required
 def server_page(request: HttpRequest, name: str) -> HttpResponse:
     """One server: state, lag, status history, update runs, and (for operators) Update now / Rebuild."""
     server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
-    context = _server_context(server)
-    context["reports"] = server.reports.order_by("-received_at")[:50]
-    context["runs"] = server.runs.select_related("requested_by").order_by("-started_at")[:50]
-    return page(request, "servers/server.html", context)
+    return page(request, "servers/server.html", {**_server_context(server), **_history_context(server)})
+
+
+@viewer_required
+def server_history(request: HttpRequest, name: str) -> HttpResponse:
+    """The server page's runs and reports alone (refreshed when a job ends, and now and then)."""
+    server = get_object_or_404(Server, name=name)
+    return page(request, "servers/_server_history.html", _history_context(server))
 
 
 @viewer_required

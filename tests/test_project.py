@@ -95,17 +95,26 @@ BROKER_PROBE = (
 )
 
 
-def test_the_orm_broker_is_the_default():
-    out = run(["-c", BROKER_PROBE], DJANGO_SETTINGS_MODULE="dmsupdate.settings", DMSUPDATE_Q_BROKER="")
+def probe_env(tmp_path: Path, broker: str) -> dict[str, str]:
+    # The ORM broker opens a connection when made: a scratch SQLite file answers it.
+    return {
+        "DJANGO_SETTINGS_MODULE": "dmsupdate.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'probe.sqlite3'}",
+        "DMSUPDATE_Q_BROKER": broker,
+    }
+
+
+def test_the_orm_broker_is_the_default(tmp_path):
+    out = run(["-c", BROKER_PROBE], **probe_env(tmp_path, ""))
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ORM", "-"]
 
 
-def test_a_redis_url_selects_the_redis_broker():
+def test_a_redis_url_selects_the_redis_broker(tmp_path):
     url = "redis://127.0.0.1:6379/5"
 
-    out = run(["-c", BROKER_PROBE], DJANGO_SETTINGS_MODULE="dmsupdate.settings", DMSUPDATE_Q_BROKER=url)
+    out = run(["-c", BROKER_PROBE], **probe_env(tmp_path, url))
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Redis", url]

@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # never a traceback for an admin; the message names the cause
+        print(f"dms-update: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _print_json(value: Any, compact: bool = False) -> None:

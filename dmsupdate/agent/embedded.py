@@ -88,6 +88,14 @@ def _read(source: ObjectStore, info: ObjectInfo | None) -> bytes:
         raise OperationFailed(f"cannot read {info.key}: {exc}") from exc
 
 
+def _ledger_values(store: ox.Store, predicate: ox.NamedNode) -> list[str]:
+    return [
+        q.object.value
+        for q in store.quads_for_pattern(AGENT, predicate, None, LEDGER_GRAPH)
+        if isinstance(q.object, ox.Literal)
+    ]
+
+
 class EmbeddedBackend:
     """Applies plan entries to the store at `db_dir`; the store is opened on first use and closed by `close`."""
 
@@ -110,28 +118,33 @@ class EmbeddedBackend:
         self._store = None
         gc.collect()
 
-    def has_database(self) -> bool:
+    def foreign_database(self) -> bool:
+        """True when something that is not an agent-built store occupies the database location.
+
+        `update` refuses to replace it (it may hold data nobody published);
+        `rebuild` replaces it on purpose.
+        """
         recover_swap(self.db_dir)
-        return self.db_dir.is_dir() and self.ledger_state().baseline is not None
+        if not self.db_dir.is_dir() or not any(self.db_dir.iterdir()):
+            return False
+        return self.ledger_state().baseline is None
 
     def ledger_state(self) -> LedgerState:
         """What the store's ledger says was applied since its bootstrap."""
         recover_swap(self.db_dir)
-        if not self.db_dir.is_dir():
+        if not self.db_dir.is_dir() or not any(self.db_dir.iterdir()):
             return LedgerState(baseline=None)
         store = self.store
         baseline = None
         bootstrap_key = None
-        for quad in store.quads_for_pattern(AGENT, BASELINE, None, LEDGER_GRAPH):
+        for text in _ledger_values(store, BASELINE):
             try:
-                baseline = EffectiveTime.parse_text(quad.object.value)
+                baseline = EffectiveTime.parse_text(text)
             except InvalidKey:
                 baseline = None
-        for quad in store.quads_for_pattern(AGENT, BOOTSTRAP, None, LEDGER_GRAPH):
-            bootstrap_key = quad.object.value
-        applied = frozenset(
-            q.object.value for q in store.quads_for_pattern(AGENT, APPLIED, None, LEDGER_GRAPH)
-        )
+        for text in _ledger_values(store, BOOTSTRAP):
+            bootstrap_key = text
+        applied = frozenset(_ledger_values(store, APPLIED))
         return LedgerState(baseline=baseline, applied=applied, bootstrap_key=bootstrap_key)
 
     def settle(self, keys: list[str]) -> None:
@@ -183,15 +196,20 @@ class EmbeddedBackend:
             raise OperationFailed(f"no RDF syntax for format {entry.format!r}")
         graph = _graph(entry)
         store = self.store
-        if entry.op == "replace" or fmt == ox.RdfFormat.RDF_XML:
-            # Parse before touching the store, so a bad file changes nothing.
-            scratch = ox.Store()
-            scratch.load(input=body, format=fmt, to_graph=graph)
+        if fmt == ox.RdfFormat.RDF_XML:
+            # RDF/XML cannot take a suffix: parse it, then add data and ledger in one transaction.
+            quads = [
+                ox.Quad(t.subject, t.predicate, t.object, graph) for t in ox.parse(input=body, format=fmt)
+            ]
             if entry.op == "replace":
                 store.update(f"DROP SILENT GRAPH {graph}")
-            if fmt == ox.RdfFormat.RDF_XML:
-                store.extend([*scratch, *record])
-                return
+            store.extend([*quads, *record])
+            return
+        if entry.op == "replace":
+            # Parse before touching the store, so a bad file leaves the graph as it was.
+            for _ in ox.parse(input=body, format=fmt):
+                pass
+            store.update(f"DROP SILENT GRAPH {graph}")
         if fmt == ox.RdfFormat.TURTLE:
             # A Turtle document is a TriG document; the suffix puts the ledger
             # triples in their graph within the same load (one transaction).
@@ -227,9 +245,7 @@ class EmbeddedBackend:
                         ox.Quad(AGENT, BASELINE, ox.Literal(entry.effective.path), LEDGER_GRAPH),
                     ]
                 )
-                new.flush()
-                del new
-                gc.collect()
+                del new  # the last reference: the store closes here, before the swap
         except (ImageError, StoreError) as exc:
             shutil.rmtree(incoming, ignore_errors=True)
             raise OperationFailed(f"{entry.op} {entry.key}: {exc}") from exc

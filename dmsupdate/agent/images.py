@@ -54,7 +54,7 @@ def write_dump(store: ox.Store | str | os.PathLike[str], fileobj: BinaryIO) -> i
                 yield quad
 
     with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=6) as out:
-        ox.serialize(data_quads(), out, ox.RdfFormat.N_QUADS)
+        ox.serialize(data_quads(), out, ox.RdfFormat.N_QUADS)  # type: ignore[arg-type]
     return count
 
 

@@ -97,6 +97,11 @@ class Runner:
     ) -> tuple[Plan, ObjectInfo | None, LedgerState]:
         state = backend.ledger_state()
         window = self.config.window_hours
+        if not rebuild and state.baseline is None and backend.foreign_database():
+            raise AgentError(
+                f"{self.config.db_dir} holds a store without a dms-update ledger; "
+                "run `dms-update rebuild` to replace it with the newest image or dump"
+            )
         if rebuild or state.baseline is None:
             boot, opt, invalid_images = choose_bootstrap(source.list("images/"))
             if boot is None:
@@ -151,10 +156,10 @@ class Runner:
 
     def _perform(self, kind: str, full_scan: bool, backend: Backend, status: dict[str, Any]) -> None:
         path = self.config.status_path
-        source = self._source()
         try:
+            source = self._source()
             plan, opt, state = self._make_plan(backend, source, full_scan, rebuild=kind == "rebuild")
-        except (AgentError, StoreError, OSError) as exc:
+        except Exception as exc:  # a run that cannot even plan still ends with a status naming why
             self._fail(status, None, exc)
             return
         if full_scan:
@@ -171,7 +176,7 @@ class Runner:
         applied = 0
         try:
             backend.settle(plan.settled)
-        except (AgentError, StoreError, OSError) as exc:
+        except Exception as exc:
             self._fail(status, None, exc)
             return
         for entry in plan.entries:

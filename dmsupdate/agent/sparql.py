@@ -127,6 +127,10 @@ class SparqlBackend:
                 return self.ledger.state()
         return state
 
+    def foreign_database(self) -> bool:
+        """A remote endpoint has no database directory of ours to protect."""
+        return False
+
     def settle(self, keys: list[str]) -> None:
         if keys:
             self.ledger.record(keys)

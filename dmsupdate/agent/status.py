@@ -65,6 +65,13 @@ def read_status(path: Path) -> dict[str, Any]:
     return status
 
 
+def render_status(status: dict[str, Any]) -> str:
+    """JSON with one field per line: readable with `cat`, and encoded by the C encoder
+    (an `indent` would switch json to its pure-Python encoder, costly after every operation)."""
+    fields = ",\n".join(f"  {json.dumps(name)}: {json.dumps(value)}" for name, value in status.items())
+    return "{\n" + fields + "\n}\n"
+
+
 def write_status(path: Path, status: dict[str, Any]) -> None:
     """Replace status.json atomically (temp file, then rename): readers never see half a file.
 
@@ -76,8 +83,7 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(status, out, indent=2)
-            out.write("\n")
+            out.write(render_status(status))
         os.replace(tmp, path)
     except BaseException:
         try:

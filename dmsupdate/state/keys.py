@@ -160,7 +160,8 @@ class StateKey:
 
     @property
     def gzipped(self) -> bool:
-        return bool(self.format) and (self.format.endswith(".gz") or self.format == "tgz")
+        fmt = self.format or ""
+        return fmt.endswith(".gz") or fmt == "tgz"
 
     @property
     def rdf_format(self) -> str | None:

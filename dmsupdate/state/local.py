@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import shutil
@@ -130,9 +131,9 @@ class LocalStore:
         os.replace(tmp, path)
         return self._info(key, path)
 
-    def delete_many(self, keys: Iterable[str]) -> list[str]:
-        failed: list[str] = []
-        batch: list[str] = []
+    def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
+        failed: builtins.list[str] = []
+        batch: builtins.list[str] = []
         for key in keys:
             batch.append(key)
             if len(batch) == 1000:
@@ -142,7 +143,7 @@ class LocalStore:
             failed += self._delete_batch(batch)
         return failed
 
-    def _delete_batch(self, keys: list[str]) -> list[str]:
+    def _delete_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
         self.stats.count("delete")
         failed = []
         for key in keys:

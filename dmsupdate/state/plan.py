@@ -205,7 +205,7 @@ def build_plan(
         if done[i] or skips[i] is None:
             continue
         j = settler[i]
-        reason = skips[i]
+        reason = skips[i] or ""
         if done[j]:
             reason += " (already applied)"
             plan.settled.append(entry.key)

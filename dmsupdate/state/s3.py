@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import io
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -138,9 +139,9 @@ class S3Store:
             raise self._fail("put", key, exc) from exc
         return ObjectInfo(key=key, size=size, etag=r.get("ETag", "").strip('"') or None)
 
-    def delete_many(self, keys: Iterable[str]) -> list[str]:
-        failed: list[str] = []
-        batch: list[str] = []
+    def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
+        failed: builtins.list[str] = []
+        batch: builtins.list[str] = []
         for key in keys:
             batch.append(key)
             if len(batch) == DELETE_BATCH:
@@ -150,7 +151,7 @@ class S3Store:
             failed += self._delete_batch(batch)
         return failed
 
-    def _delete_batch(self, keys: list[str]) -> list[str]:
+    def _delete_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
         self.stats.count("delete")
         objects = [{"Key": self.prefix + k} for k in keys]
         try:

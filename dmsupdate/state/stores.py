@@ -7,6 +7,7 @@ back up. Only `dmsupdate.state.s3` talks to boto3.
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import hashlib
 import io
@@ -108,7 +109,7 @@ class ObjectStore(Protocol):
         """Write or overwrite an object (used for registry backups only)."""
         ...
 
-    def delete_many(self, keys: Iterable[str]) -> list[str]:
+    def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
         """Delete keys in batches of at most 1,000; return the keys that failed."""
         ...
 

@@ -204,3 +204,62 @@ def test_rebuild_on_the_command_line_reinstalls_the_newest_image(file_state, tmp
     assert graph_triples(store_quads(Path(data["dblocation"]) / "DS-DB"), G) == {
         "<http://example.org/two> <http://example.org/p> <http://example.org/o>"
     }
+
+
+def test_serve_and_watch_run_from_the_command_line(file_state, tmp_path):
+    import time
+
+    import requests
+
+    from tests.conftest import free_port, wait_for_port
+
+    file_state.publish_image(0, [], tmp_path)
+    add = file_state.publish(10, "add", ttl("ex:a ex:p ex:o ."), arg=G, fmt="ttl")
+    data = embedded_config(file_state, tmp_path, agent_token="tok")
+    path = write_config(tmp_path, data)
+    port = free_port()
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dmsupdate.agent",
+            "--config",
+            str(path),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        env=agent_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        ran = requests.post(
+            f"http://127.0.0.1:{port}/update?wait=60", headers={"Authorization": "Bearer tok"}, timeout=70
+        )
+    finally:
+        serve.terminate()
+        serve.wait(10)
+    assert ran.status_code == 200 and ran.json()["recent"] == [add]
+
+    later = file_state.publish(20, "add", ttl("ex:b ex:p ex:o ."), arg=G, fmt="ttl")
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "dmsupdate.agent", "--config", str(path), "watch", "--interval", "0.2"],
+        env=agent_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        recent: list[str] = []
+        while time.monotonic() < deadline and later not in recent:
+            time.sleep(0.1)
+            try:
+                recent = json.loads((Path(data["logArea"]) / "status.json").read_text())["recent"]
+            except (OSError, ValueError, KeyError):
+                recent = []
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    assert later in recent

@@ -133,3 +133,89 @@ def test_rebuild_starts_again_from_the_newest_image(state, make_config, tmp_path
     lines = store_quads(config.db_dir)
     assert "<http://example.org/one> <http://example.org/p> <http://example.org/o> DEFAULT" not in lines
     assert "<http://example.org/two> <http://example.org/p> <http://example.org/o> DEFAULT" in lines
+
+
+def test_a_rebuilt_scratch_store_packs_into_an_image_and_a_dump_other_agents_install(
+    file_state, make_config, tmp_path
+):
+    """The fleet's clean-base-image flow: rebuild into a scratch directory, then pack_image / write_dump."""
+    import io
+
+    from dmsupdate.agent.images import pack_image, write_dump
+
+    file_state.publish_image(0, [quad("base", "p", "o", G1)], tmp_path)
+    file_state.publish(10, "add", ttl("ex:a ex:p ex:b ."), arg=G1, fmt="ttl")
+    scratch = make_config(
+        file_state, dblocation=str(tmp_path / "scratch"), logArea=str(tmp_path / "scratch-log")
+    )
+    assert Runner(scratch).rebuild()["lastSucceeded"] is True
+    image = io.BytesIO()
+    pack_image(scratch.db_dir, image)
+    dump = io.BytesIO()
+    assert write_dump(scratch.db_dir, dump) == 2  # data quads only, the builder's ledger left out
+    new_image = file_state.publish(20, "image", image.getvalue(), fmt="tgz")
+    file_state.publish(30, "add", ttl("ex:c ex:p ex:d ."), arg=G1, fmt="ttl")
+
+    fresh = make_config(file_state, dblocation=str(tmp_path / "fresh"), logArea=str(tmp_path / "fresh-log"))
+    status = Runner(fresh).update()
+
+    assert status["image"] == new_image and status["applied"] == 2
+    assert len(status["recent"]) == 1  # only the add after the new image
+    assert graph_triples(store_quads(fresh.db_dir), G1) == {
+        "<http://example.org/base> <http://example.org/p> <http://example.org/o>",
+        "<http://example.org/a> <http://example.org/p> <http://example.org/b>",
+        "<http://example.org/c> <http://example.org/p> <http://example.org/d>",
+    }
+    import gzip
+
+    lines = gzip.decompress(dump.getvalue()).decode().splitlines()
+    assert len(lines) == 2 and not any("urn:x-dms-update" in line for line in lines)
+
+
+def test_update_refuses_to_replace_a_store_it_did_not_build(file_state, make_config, tmp_path):
+    import pyoxigraph as ox
+
+    file_state.publish_image(0, [], tmp_path)
+    config = make_config(file_state)
+    config.db_dir.parent.mkdir(parents=True)
+    foreign = ox.Store(str(config.db_dir))
+    foreign.add(quad("precious", "p", "o"))
+    del foreign
+
+    refused = Runner(config).update()
+    rebuilt = Runner(config).rebuild()
+
+    assert refused["lastSucceeded"] is False and "rebuild" in refused["error"]
+    assert rebuilt["lastSucceeded"] is True and store_quads(config.db_dir) == set()
+
+
+def test_rdf_xml_and_n_quads_files_load_into_their_graph(file_state, make_config, tmp_path):
+    rdf = (
+        '<?xml version="1.0"?>\n'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:ex="http://example.org/">\n'
+        '  <rdf:Description rdf:about="http://example.org/x"><ex:p rdf:resource="http://example.org/y"/>'
+        "</rdf:Description>\n</rdf:RDF>\n"
+    )
+    file_state.publish_image(0, [quad("old", "p", "o", G2)], tmp_path)
+    file_state.publish(10, "add", rdf, arg=G1, fmt="rdf")
+    file_state.publish(20, "replace", rdf, arg=G2, fmt="rdf.gz")
+    file_state.publish(
+        30,
+        "add",
+        "<http://example.org/q> <http://example.org/p> <http://example.org/r> .\n",
+        arg=G1,
+        fmt="nq",
+    )
+    config = make_config(file_state)
+
+    status = Runner(config).update()
+
+    assert status["lastSucceeded"] is True, status
+    lines = store_quads(config.db_dir)
+    assert graph_triples(lines, G1) == {
+        "<http://example.org/x> <http://example.org/p> <http://example.org/y>",
+        "<http://example.org/q> <http://example.org/p> <http://example.org/r>",
+    }
+    assert graph_triples(lines, G2) == {
+        "<http://example.org/x> <http://example.org/p> <http://example.org/y>"
+    }

@@ -311,6 +311,22 @@ def test_moving_a_dataset_to_another_root_starts_its_sync_afresh(tmp_path):
     assert StateObject.objects.filter(key=update_key(1)).exists()
 
 
+def test_a_second_sync_of_the_same_dataset_is_refused_while_one_runs(file_root):
+    import psycopg
+    from django.db import connection
+
+    dataset = make_dataset(file_root)
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [sync._LOCK_NAMESPACE, dataset.pk])
+
+        with pytest.raises(sync.SyncBusy, match="another sync of this dataset is running"):
+            sync_dataset(dataset)
+
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [sync._LOCK_NAMESPACE, dataset.pk])
+        assert sync_dataset(dataset).new == 0
+
+
 def test_sync_state_command_prints_a_summary_per_dataset(file_root, capsys):
     put_objects(file_root, [update_key(i) for i in range(4)])
     make_dataset(file_root)

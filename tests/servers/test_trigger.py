@@ -278,7 +278,8 @@ def test_update_all_reports_three_ok_one_unreachable_and_one_failed(dataset, age
     failed_row = AuditEvent.objects.get(action="server.update.failed", target="failing")
     assert failed_row.details["failed_key"] == failing_key and failed_row.actor == "olivia"
     assert AuditEvent.objects.filter(action="server.update.unreachable", target="down").exists()
-    assert AuditEvent.objects.filter(action="server.update.ok").count() == 3
+    ok_row = AuditEvent.objects.get(action="server.update.ok", target="flood")
+    assert ok_row.details["servers"] == {f"ok-{i}": "2026-11-20/10-00-02-000000000" for i in range(3)}
     end = AuditEvent.objects.get(action="job.update_all.failed")
     assert end.details["summary"] == "3 ok, 1 unreachable, 1 failed"
     assert verify_chain().ok

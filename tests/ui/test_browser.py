@@ -9,7 +9,6 @@ import gzip
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from dmsupdate.state.keys import EffectiveTime, format_key
 from jobs.models import Job, JobKind, JobStatus
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from servers.models import RunResult, Server, StatusReport, UpdateRun
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.browser]
 
@@ -48,22 +48,28 @@ CHROMIUM_ARGS = [
 PASSWORD = "correct horse battery staple"
 NANOS = 1_000_000_000
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the test
-# makes between browser steps are plain synchronous code, so allow them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless Chromium for the session (the Debian package; never a downloaded browser)."""
+    """One headless Chromium for these tests (the Debian package; never a downloaded browser)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests
+    # make between browser steps are plain synchronous code, so allow them here only.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -363,12 +369,6 @@ def agent(config: Path, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_agent(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     """Wait until the agent's serve answers GET /status (or fail with its stderr if it exited)."""
     deadline = time.monotonic() + timeout
@@ -426,12 +426,12 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
         last_seen=now,
     )
     times = [EffectiveTime(start.nanos + (i + 1) * 300 * NANOS) for i in range(3)]
-    keys = [write_update(state, t, f"http://example.org/graph/{i}", f"s{i}") for i, t in enumerate(times)]
+    write_update(state, times[0], "http://example.org/graph/0", "s0")
     register_update(dataset, times[0], "http://example.org/graph/0")
 
     server = Server.objects.create(name="fuseki-live", dataset=dataset, agent_token="agent-secret-for-tests")
     _, report_key = ApiToken.issue(operator, "agent", name="fuseki-live agent", server=server)
-    port = unused_port()
+    port = free_port()
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
@@ -447,14 +447,11 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
         )
     )
     # Only the first update is published when the agent first runs: it applies it and reports.
-    for key in keys[1:]:
-        (state / key).rename(state / (key + ".hold"))
     first = agent(config, "update")
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()[-2000:]
-    for key in keys[1:]:
-        (state / (key + ".hold")).rename(state / key)
     for i, t in enumerate(times[1:], start=1):
+        write_update(state, t, f"http://example.org/graph/{i}", f"s{i}")
         register_update(dataset, t, f"http://example.org/graph/{i}")
     server.refresh_from_db()
     assert server.effective_ns == times[0].nanos
@@ -479,6 +476,9 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
         assert page.evaluate("window.__notReloaded") is True
         assert page.locator("#server-status .pending").inner_text() == "0"
         assert page.locator("#job-panel .badge").inner_text() == "succeeded"
+        # The runs table refreshed too: the run the job recorded, with the two ops it applied.
+        page.wait_for_selector("#server-history table.runs")
+        assert page.locator("#server-history table.runs td.num").first.inner_text() == "2"
         shoot(page, "update-done")
         page.goto(f"{live_server.url}/")
         assert page.locator("#server-fuseki-live .badge").inner_text() == "ok"

@@ -59,6 +59,7 @@ def test_bad_filter_values_are_ignored_not_errors(viewer_client, fleet):
     ]:
         assert viewer_client.get(f"/publications/?{query}").status_code == 200
         assert viewer_client.get(f"/objects/?{query}&state=bogus&kind=x").status_code == 200
+        assert viewer_client.get(f"/?{query}").status_code == 200
 
 
 def test_publications_page_in_pages_of_fifty(viewer_client, dataset, publish_updates):
@@ -128,6 +129,7 @@ def test_audit_page_filters_by_actor_action_target_and_date(operator_client, fle
     today = timezone.now().date().isoformat()
     assert "mallory" in operator_client.get(f"/audit/?since={today}").content.decode()
     assert "No event matches" in operator_client.get("/audit/?until=2001-01-01").content.decode()
+    assert operator_client.get("/audit/?actor=%00&target=%00&action=%00").status_code == 200
 
 
 def test_jobs_page_lists_running_and_recent_jobs_with_progress(viewer_client, fleet):
@@ -202,3 +204,20 @@ def test_build_image_starts_a_job_and_shows_it(operator_client, dataset):
     page = operator_client.get(response["Location"]).content.decode()
     assert f"Build image job #{job.pk}" in page
     assert "Waiting for a worker" in page
+
+
+def test_objects_by_key_prefix_are_listed_by_key_within_a_dataset(viewer_client, dataset, publish_updates):
+    from dmsupdate.state.keys import EffectiveTime
+    from publications.models import Dataset
+
+    objs = publish_updates(dataset, 55, EffectiveTime.from_datetime(timezone.now()))
+    prefix = objs[0].key.split("/")[0] + "/"
+    first = viewer_client.get(f"/objects/?prefix={prefix}").content.decode()  # the only dataset is implied
+    assert objs[-1].key in first and objs[0].key not in first
+    next_url = first.split('<p class="pager"><a href="')[1].split('"')[0].replace("&amp;", "&")
+    second = viewer_client.get(f"/objects/{next_url}").content.decode()
+    assert objs[0].key in second and objs[-1].key not in second
+    Dataset.objects.create(name="other", s3root="file:///elsewhere")
+    ambiguous = viewer_client.get(f"/objects/?prefix={prefix}").content.decode()
+    assert "Choose a dataset to search keys by prefix" in ambiguous
+    assert objs[-1].key in viewer_client.get(f"/objects/?prefix={prefix}&dataset=flood").content.decode()

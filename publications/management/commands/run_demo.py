@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import Resolver404, resolve
 
 from publications.demo import DATASET, demo_dir
 
@@ -167,8 +168,13 @@ class Command(BaseCommand):
     def _announce(self, port: int, servers, logs: Path) -> None:
         login = (demo_dir() / "login.txt").read_text().splitlines()
         url = f"http://127.0.0.1:{port}/"
+        try:
+            resolve("/")
+            home = url
+        except Resolver404:
+            home = f"{url}admin/"  # no dashboard installed: the admin site is the UI
         self.stdout.write("")
-        self.stdout.write(f"dmsupdate demo running: {url}")
+        self.stdout.write(f"dmsupdate demo running: {home}")
         self.stdout.write(f"admin site: {url}admin/   API: {url}api/v1/docs/")
         for line in login:
             self.stdout.write(line)

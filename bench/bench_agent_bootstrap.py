@@ -1,0 +1,122 @@
+"""Bootstrap from a 1,000,000-quad `nq.gz` dump vs pyoxigraph's `bulk_load` of the same file.
+
+Each side runs in its own subprocess (fresh interpreter, so peak RSS is its
+own): the raw side streams the gzip file into `Store.bulk_load`; the agent runs
+`Runner.update()` on a `file://` root whose only object is that dump (listing,
+verified streaming download, bulk load into a fresh store beside the
+database, ledger, swap, status).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+QUADS = 1_000_000
+ROUNDS = 3
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "bench" / "results"
+DUMP_KEY = "images/2024-03-01/00-00-00-000000000/bench_dump.nq.gz"
+
+RAW = """
+import gzip, json, resource, sys, time
+import pyoxigraph as ox
+started = time.perf_counter()
+store = ox.Store(sys.argv[2])
+with gzip.open(sys.argv[1], "rb") as stream:
+    store.bulk_load(input=stream, format=ox.RdfFormat.N_QUADS)
+del store
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+AGENT = """
+import json, resource, sys, time
+from dmsupdate.agent.config import Config
+from dmsupdate.agent.runner import Runner
+config = Config.from_dict({"s3root": sys.argv[1], "dblocation": sys.argv[2], "dbname": "store",
+                           "logArea": sys.argv[2] + "/log"})
+started = time.perf_counter()
+status = Runner(config).update()
+assert status["lastSucceeded"], status
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_dump(path: Path) -> None:
+    """A deterministic dump: a million quads over a default graph and 50 named graphs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", compresslevel=1, encoding="utf-8") as out:
+        for i in range(QUADS):
+            graph = "" if i % 3 == 0 else f" <http://example.org/graph/{i % 50}>"
+            out.write(
+                f'<http://example.org/s{i // 10}> <http://example.org/p{i % 10}> "value {i}"{graph} .\n'
+            )
+    os.replace(tmp, path)
+
+
+def measure(code: str, *args: str) -> dict[str, float]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=3600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    dump = CACHE / "dump-1m.nq.gz"
+    if not dump.exists():
+        print("generating the 1,000,000-quad dump (cached in bench/results/)", flush=True)
+        make_dump(dump)
+    print(f"dump: {dump.stat().st_size / 1e6:.1f} MB gzip", flush=True)
+    base = Path(tempfile.mkdtemp(prefix="bench-bootstrap-", dir=os.environ.get("BENCH_DIR")))
+    try:
+        root = base / "state"
+        (root / DUMP_KEY).parent.mkdir(parents=True)
+        os.link(dump, root / DUMP_KEY) if dump.stat().st_dev == root.stat().st_dev else shutil.copy(
+            dump, root / DUMP_KEY
+        )
+        agent: list[dict[str, float]] = []
+        raw: list[dict[str, float]] = []
+        for n in range(ROUNDS):
+            order = ["raw", "agent"] if n % 2 == 0 else ["agent", "raw"]
+            for side in order:
+                target = base / f"{side}-{n}"
+                if side == "raw":
+                    raw.append(measure(RAW, str(dump), str(target)))
+                else:
+                    agent.append(measure(AGENT, f"file://{root}", str(target)))
+                shutil.rmtree(target, ignore_errors=True)
+            print(
+                f"round {n + 1}: agent {agent[-1]['seconds']:.1f} s / {agent[-1]['maxrss_mb']:.0f} MB, "
+                f"bulk_load {raw[-1]['seconds']:.1f} s / {raw[-1]['maxrss_mb']:.0f} MB",
+                flush=True,
+            )
+        a = statistics.median(r["seconds"] for r in agent)
+        r = statistics.median(r["seconds"] for r in raw)
+        a_rss = statistics.median(x["maxrss_mb"] for x in agent)
+        r_rss = statistics.median(x["maxrss_mb"] for x in raw)
+        print(
+            f"bootstrap from a {QUADS:,}-quad dump: agent median {a:.1f} s, bulk_load median {r:.1f} s, "
+            f"ratio {a / r:.3f} (target <= 1.1); peak RSS agent {a_rss:.0f} MB vs {r_rss:.0f} MB "
+            f"(+{a_rss - r_rss:.0f} MB, target <= +100 MB)"
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
