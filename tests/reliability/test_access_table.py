@@ -151,7 +151,8 @@ def api_routes() -> set[tuple[str, str]]:
             if hasattr(p, "url_patterns"):
                 walk(p.url_patterns, prefix + str(p.pattern))
             elif prefix.startswith("api/v1/") and getattr(p.callback, "actions", None):
-                for method in p.callback.actions:
+                # DRF adds "head" (a copy of "get") to a viewset's actions once it has served a GET.
+                for method in set(p.callback.actions) - {"head"}:
                     routes.add((p.name, method))
 
     walk(get_resolver().url_patterns)
