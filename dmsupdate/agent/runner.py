@@ -123,6 +123,8 @@ class Runner:
         self.retry_after = None
         self.throttled = False
         path = self.config.status_path
+        for leftover in path.parent.glob(".status-*"):  # temp files of a run killed mid-write
+            leftover.unlink(missing_ok=True)
         status = read_status(path)
         status.update(running=True, applied=0)
         write_status(path, status)

@@ -103,6 +103,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, headers, version) as JSON too."""
+        self.close_connection = True
+        try:
+            reason = HTTPStatus(code).phrase
+        except ValueError:
+            reason = "error"
+        self._send(code, {"error": reason.lower().replace(" ", "_"), "detail": message or reason})
+
     def _error(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": code, "detail": detail}, headers)
 

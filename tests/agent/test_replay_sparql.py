@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -175,3 +176,49 @@ def test_ledger_survives_between_runs_in_sqlite(file_state, make_config, oxigrap
     status = Runner(config).update()
 
     assert status["applied"] == 0 and status["recent"] == [add]
+
+
+def test_dump_hook_gets_the_dump_the_database_name_and_the_opt_file(
+    file_state, make_config, oxigraph_server, tmp_path
+):
+    dump = file_state.publish_dump(0, [quad("ignored", "p", "o")])
+    opt_data = b"stats"
+    file_state.store.put_new("images/stats.opt", io.BytesIO(opt_data), len(opt_data))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "hook.json"
+    hook = bindir / "install_dump"
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"json.dump({{'args': sys.argv[1:], 'cwd': os.getcwd()}}, open({str(record)!r}, 'w'))\n"
+    )
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    config = endpoint_config(make_config, file_state, oxigraph_server, bindir=str(bindir))
+
+    status = Runner(config).update()
+
+    assert status["lastSucceeded"] is True and status["image"] == dump
+    seen = json.loads(record.read_text())
+    assert seen["args"] == [file_state.store.url(dump), "DS-DB", file_state.store.url("images/stats.opt")]
+    assert server_quads(oxigraph_server) == set()  # the hook, not the agent, loaded the data
+
+
+def test_a_failing_hook_fails_the_bootstrap_and_the_next_run_tries_again(
+    file_state, make_config, oxigraph_server, tmp_path
+):
+    dump = file_state.publish_dump(0, [])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    hook = bindir / "install_dump"
+    hook.write_text("#!/bin/sh\necho 'tdbloader: out of disk' >&2\nexit 3\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    config = endpoint_config(make_config, file_state, oxigraph_server, bindir=str(bindir))
+
+    first = Runner(config).update()
+    second = Runner(config).plan()
+
+    assert (
+        first["failedKey"] == dump and "exited with 3" in first["error"] and "out of disk" in first["error"]
+    )
+    assert [e.key for e in second] == [dump]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -147,3 +148,22 @@ def test_bind_addresses_parse():
     assert parse_bind("[::1]:9000") == ("::1", 9000)
     with pytest.raises(ValueError):
         parse_bind("localhost")
+
+
+def test_a_malformed_request_gets_a_json_error(file_state, make_config, serve):
+    import socket
+    from urllib.parse import urlsplit
+
+    base = serve(make_config(file_state))
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(b"GET /status HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.0 431")
+    assert "Content-Type: application/json" in head
+    assert "Traceback" not in body
+    assert json.loads(body)["error"] == "request_header_fields_too_large"

@@ -197,6 +197,7 @@ def crash_and_resume(history: History, tmp_path: Path, seed: int) -> None:
     final = Runner(config).update()
 
     assert final["lastSucceeded"] is True, final
+    assert not list(config.status_path.parent.glob(".status-*")), "temp files left by the kills"
     assert config.db_dir is not None
     resumed = canonical(config.db_dir)
     assert counter_value(resumed) == history.counter, f"seed {seed}: an update was lost or applied twice"
