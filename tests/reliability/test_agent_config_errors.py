@@ -118,3 +118,15 @@ def test_the_valid_base_config_is_accepted(tmp_path, capsys):
 
     assert code == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["lastSucceeded"] is None
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8586", "[::]:8586", "192.0.2.10:8586", "agent.example:8586"])
+def test_serve_without_an_agent_token_refuses_a_reachable_address(tmp_path, capsys, bind):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(valid_config(tmp_path)))
+
+    code = main(["--config", str(path), "serve", "--bind", bind])
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and "needs agent_token in the config" in lines[0], lines
