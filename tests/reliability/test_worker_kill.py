@@ -19,7 +19,7 @@ from django_q.models import Schedule
 from audit.models import AuditEvent
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
-from publications.models import Dataset
+from publications.models import Dataset, StateObject
 from publications.schedules import STALE_JOBS_TASK, ensure_schedules
 from tests.reliability.conftest import publish_small_history
 from tests.reliability.faultproxy import Rule
@@ -116,7 +116,13 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_by_the_sweep_and_a_new_ru
         assert job.status == JobStatus.FAILED
         assert "stopped (no heartbeat)" in job.error
         assert job.finished_at is not None
-        assert AuditEvent.objects.filter(action="job.sync_state.failed", details__job=job.pk).exists()
+        # The sweep writes its audit row right after ending the job, in the worker process.
+        wait_for(
+            lambda: AuditEvent.objects.filter(action="job.sync_state.failed", details__job=job.pk).exists(),
+            "the sweep's audit row",
+            30,
+            log,
+        )
 
         # Started again (the retry an operator or the next schedule makes), the job runs to the end.
         Schedule.objects.filter(func=STALE_JOBS_TASK).update(kwargs="")
@@ -124,7 +130,10 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_by_the_sweep_and_a_new_ru
         wait_for(lambda: Job.objects.get(pk=retry.pk).finished, "the retried job finishing", 180, log)
         retry.refresh_from_db()
         assert retry.status == JobStatus.SUCCEEDED, retry.error
-        assert retry.result["new"] == len(keys) + 1  # the updates and the dump
+        in_bucket = {info.key for info in s3_state.store.list("")}
+        assert set(keys) <= in_bucket
+        assert retry.result["new"] == len(in_bucket)
+        assert set(StateObject.objects.filter(dataset=dataset).values_list("key", flat=True)) == in_bucket
         assert Job.objects.get(pk=job.pk).status == JobStatus.FAILED  # the killed run is not revived
     finally:
         stop_cluster(cluster)
