@@ -274,11 +274,17 @@ def _restore(ids: list[int], now: datetime) -> None:
 
 
 def _mark_missing(dataset: Dataset, result: SyncResult) -> None:
-    """After a complete listing: rows it did not see are gone (GC's `deleted` rows stay deleted)."""
+    """After a complete listing: rows it did not see are gone (GC's `deleted` rows stay deleted).
+
+    A never-published object that is gone (a publication withdrawn when the
+    database failed) is `deleted`, not `missing`: no server needs it.
+    """
     gone = StateObject.objects.filter(dataset=dataset, last_seen__lt=result.started_at).exclude(
         state__in=[ObjectState.DELETED, ObjectState.MISSING]
     )
-    result.missing = gone.update(state=ObjectState.MISSING, state_changed_at=timezone.now())
+    now = timezone.now()
+    gone.filter(state=ObjectState.UNPUBLISHED).update(state=ObjectState.DELETED, state_changed_at=now)
+    result.missing = gone.update(state=ObjectState.MISSING, state_changed_at=now)
 
 
 def run_sync_job(job) -> dict:
