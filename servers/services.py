@@ -122,13 +122,25 @@ def lag_of(
     return Lag(pending, lag, state_of(server, pending, now, missing), missing)
 
 
+def rebuild_pending(server: Server) -> bool:
+    """True while an admin's rebuild has not been reported done.
+
+    A pushed rebuild ends with the agent's next report; a pull agent (no agent URL)
+    learns of the request from the answer to its report, so it stays pending until
+    the agent reports a run that was a rebuild.
+    """
+    if not server.rebuild_requested_at:
+        return False
+    if not server.agent_url:
+        return True
+    return server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
+
+
 def state_of(server: Server, pending: int, now: datetime, missing: int = 0) -> str:
     """One definition of the state badge, in order of what needs the admin most."""
     if not server.enabled:
         return ServerState.DISABLED
-    if server.rebuild_requested_at and (
-        server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
-    ):
+    if rebuild_pending(server):
         return ServerState.REBUILDING
     stale = timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
     if server.unreachable_since or (
@@ -208,11 +220,16 @@ def record_report(server: Server, body: dict, reachable: bool = True) -> StatusR
         last_update_at = parse_datetime(str(last_update)) if isinstance(last_update, str) else None
         if last_update_at is None:
             raise ReportError("lastUpdate must be an ISO 8601 time")
+    last_run = body.get("lastRun")
+    if last_run not in (None, "update", "rebuild"):
+        raise ReportError("lastRun must be 'update', 'rebuild' or null")
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().get(pk=server.pk)
-        if effective_ns is not None or body.get("rebuilt") or server.effective_ns is None:
+        if effective_ns is not None or last_run == "rebuild" or server.effective_ns is None:
             server.effective_ns = effective_ns
+        if last_run == "rebuild":
+            server.rebuild_requested_at = None
         server.last_report_at = now
         server.last_succeeded = succeeded
         server.last_update_at = last_update_at
