@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ from django.utils import timezone
 
 from audit.middleware import current_request_id
 from audit.models import AuditEvent
+
+log = logging.getLogger("dmsupdate.audit")
 
 GENESIS = "0" * 64
 _LOCK_ID = 0x646D7361  # PostgreSQL advisory lock serialising appends to the chain
@@ -50,6 +53,8 @@ def record(
         )
         event.hash = event.compute_hash()
         event.save(force_insert=True)
+    # The same event in the structured log: its request_id field matches the audit row's.
+    log.info("audit #%s %s %s by %s", event.pk, action, event.target, event.actor)
     return event
 
 

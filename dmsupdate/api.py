@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -67,6 +68,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (restart, failover, a killed backend): a retry will do.
+        log.warning("database unavailable: %s", exc)
+        exc = ApiError(
+            "database_unavailable",
+            "the registry database is unavailable; nothing was recorded, retry later",
+            503,
+            {"Retry-After": "5"},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("unhandled API error", exc_info=exc)
@@ -79,6 +89,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         body["fields"] = exc.detail
     if isinstance(exc, exceptions.Throttled) and exc.wait:
         response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    if isinstance(exc, ApiError):
+        for name, value in exc.headers.items():
+            response[name] = value
     response.data = body
     return response
 

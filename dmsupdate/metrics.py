@@ -43,6 +43,11 @@ class RegistryCollector:
             "1 for the server's current state",
             labels=["dataset", "server", "state"],
         )
+        missing = GaugeMetricFamily(
+            "dmsupdate_server_missing_updates",
+            "Updates the server still needs that are gone from the bucket (a gap: restore or rebuild)",
+            labels=["dataset", "server"],
+        )
         servers = list(with_lag(Server.objects.all()))
         heads = dataset_heads({s.dataset_id for s in servers})
         for server in servers:
@@ -52,7 +57,8 @@ class RegistryCollector:
                 lag.add_metric(labels, figures.lag_seconds)
             pending.add_metric(labels, figures.pending_updates)
             state.add_metric([*labels, figures.state], 1)
-        yield from (lag, pending, state)
+            missing.add_metric(labels, figures.missing_updates)
+        yield from (lag, pending, state, missing)
 
         jobs = CounterMetricFamily(
             "dmsupdate_jobs", "Background jobs by kind and status", labels=["kind", "status"]

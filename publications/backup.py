@@ -38,6 +38,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from audit.services import record
+from dmsupdate.state.keys import BACKUPS_PREFIX as BACKUP_PREFIX
 from dmsupdate.state.stores import ObjectNotFound, ObjectStore, StoreError, open_store
 from jobs.models import Job
 from jobs.services import JobFailed, progress
@@ -45,7 +46,6 @@ from publications.models import Dataset
 
 FORMAT = "dmsupdate-registry"
 VERSION = 1
-BACKUP_PREFIX = "backups/"
 _BATCH = 1000
 
 # Dependency order: every row's foreign keys point at rows written before it.

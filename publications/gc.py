@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.services import record
+from dmsupdate.state.keys import BACKUPS_PREFIX as BACKUP_PREFIX
 from dmsupdate.state.keys import EffectiveTime
 from dmsupdate.state.stores import DELETE_BATCH, StoreError
 from jobs.models import Job
@@ -32,8 +33,6 @@ from jobs.services import JobFailed, progress
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import Server
 
-# Registry backups live beside the state but are not state: GC leaves them to their own retention.
-BACKUP_PREFIX = "backups/"
 # How many keys a job result lists per category (the command prints them all).
 RESULT_KEYS_LIMIT = 10_000
 

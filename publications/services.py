@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from audit.services import record
@@ -29,6 +30,8 @@ from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, Sto
 from jobs.models import Job, JobKind, JobStatus
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.validation import Upload
+
+log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_LOCK = 0x646D7369  # advisory lock class: one request per (user, Idempotency-Key) at a time
 _TRIGGER_LOCK = 0x646D7374  # advisory lock class: one debounce decision per dataset at a time
@@ -169,6 +172,19 @@ def publish_upload(
         event = _mark_published(
             obj, info, effective, label, op, store.url(key), publisher, idempotency_key, print_
         )
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away after the upload: withdraw the object so agents never
+        # replay an update the publisher was told failed (and will send again).
+        try:
+            store.delete_many([key])
+        except StoreError:
+            log.error("publication of %s failed and the object could not be withdrawn", key)
+        raise ApiError(
+            "database_unavailable",
+            f"the registry database became unavailable; {key} was withdrawn, retry later",
+            503,
+            {"Retry-After": "5"},
+        ) from exc
     except IntegrityError as exc:
         # Only the (user, Idempotency-Key) constraint can fail here: a concurrent request
         # with the same key won (possible without PostgreSQL's advisory lock). This

@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from dmsupdate.state.keys import InvalidKey, parse_key
+from dmsupdate.state.keys import BACKUPS_PREFIX, InvalidKey, parse_key
 from dmsupdate.state.stores import ObjectInfo, StoreError
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 
@@ -104,7 +104,8 @@ def sync_dataset(
             store = dataset.open_store()
             try:
                 if full:
-                    _apply(dataset, store.list(""), result, on_batch, move_cursor=True)
+                    listing = (o for o in store.list("") if not o.key.startswith(BACKUPS_PREFIX))
+                    _apply(dataset, listing, result, on_batch, move_cursor=True)
                     _mark_missing(dataset, result)
                 else:
                     _apply(dataset, store.list(IMAGES, _images_cursor(dataset)), result, on_batch)
@@ -440,11 +441,17 @@ def _restore(ids: list[int], now: datetime) -> None:
 
 
 def _mark_missing(dataset: Dataset, result: SyncResult) -> None:
-    """After a complete listing: rows it did not see are gone (GC's `deleted` rows stay deleted)."""
+    """After a complete listing: rows it did not see are gone (GC's `deleted` rows stay deleted).
+
+    A never-published object that is gone (a publication withdrawn when the
+    database failed) is `deleted`, not `missing`: no server needs it.
+    """
     gone = StateObject.objects.filter(dataset=dataset, last_seen__lt=result.started_at).exclude(
         state__in=[ObjectState.DELETED, ObjectState.MISSING]
     )
-    result.missing = gone.update(state=ObjectState.MISSING, state_changed_at=timezone.now())
+    now = timezone.now()
+    gone.filter(state=ObjectState.UNPUBLISHED).update(state=ObjectState.DELETED, state_changed_at=now)
+    result.missing = gone.update(state=ObjectState.MISSING, state_changed_at=now)
 
 
 def run_sync_job(job) -> dict:

@@ -125,6 +125,31 @@ def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[in
     return times
 
 
+def missing_update_times(dataset_ids: list[int]) -> dict[int, list[int]]:
+    """Effective times of each dataset's updates gone from the bucket (state `missing`), sorted; one query.
+
+    Such rows are rare; a server needs those later than its effective time
+    (servers.services.missing_needed).
+    """
+    times: dict[int, list[int]] = defaultdict(list)
+    rows = StateObject.objects.filter(
+        dataset_id__in=dataset_ids,
+        kind=ObjectKind.UPDATE,
+        state=ObjectState.MISSING,
+        effective_ns__isnull=False,
+    ).order_by("effective_ns")
+    for dataset_id, effective_ns in rows.values_list("dataset_id", "effective_ns"):
+        times[dataset_id].append(effective_ns)
+    return times
+
+
+def missing_of(effective_ns: int | None, missing: list[int]) -> int:
+    """Missing updates later than `effective_ns` (none for a server that never reported)."""
+    if effective_ns is None:
+        return 0
+    return len(missing) - bisect_right(missing, effective_ns)
+
+
 def pending_of(effective_ns: int | None, newest: list[int]) -> int:
     """Published updates later than `effective_ns`, counted in a dataset's newest times (capped by its length)."""
     if effective_ns is None:
@@ -236,11 +261,13 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
         .values_list("pk", *FLEET_FIELDS, named=True)
     )
     newest = newest_update_times(list(sections), PENDING_CAP + 1)
+    gone = missing_update_times(list(sections))
     lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
     for server in servers:
         section = sections[server.dataset_id]
         pending = pending_of(server.effective_ns, newest.get(server.dataset_id, []))
-        lag = lag_of(server, pending, section.head_ns, now)
+        missing = missing_of(server.effective_ns, gone.get(server.dataset_id, []))
+        lag = lag_of(server, pending, section.head_ns, now, missing=missing)
         if state and lag.state != state:
             continue
         section.rows.append(FleetRow(server, lag, lines.get(server.pk, "")))

@@ -240,15 +240,18 @@ def _poll_until_idle(client: AgentClient, deadline: Deadline, started: bool) -> 
         pause = min(pause * 1.5, POLL_MAX_SECONDS)
 
 
-def wait_for_pull_agent(server: Server, since, deadline: Deadline) -> Outcome:
-    """Wait until a pull-only agent reports after `since` (its next `watch` cycle)."""
+def wait_for_pull_agent(server: Server, since, deadline: Deadline, kind: str = "update") -> Outcome:
+    """Wait until a pull-only agent reports after `since` (its next `watch` cycle).
+
+    For a rebuild, wait for the report of the rebuild itself: the agent learns of the
+    request from the answer to its next report and rebuilds on the following cycle.
+    """
     pause = POLL_MIN_SECONDS
+    reports = StatusReport.objects.filter(server=server, reachable=True, received_at__gte=since)
+    if kind == "rebuild":
+        reports = reports.filter(body__lastRun="rebuild")
     while True:
-        report = (
-            StatusReport.objects.filter(server=server, reachable=True, received_at__gte=since)
-            .order_by("-received_at")
-            .first()
-        )
+        report = reports.order_by("-received_at").first()
         if report is not None:
             return Outcome(RunResult.OK, dict(report.body), error="", failed_key="")
         if deadline.passed:
@@ -300,7 +303,7 @@ def call_agent(server: Server, kind: str, timeout: float, since) -> AgentAnswer:
     if server.agent_url:
         outcome = wait_for_push_agent(server, kind, deadline)
     else:
-        outcome = wait_for_pull_agent(server, since, deadline)
+        outcome = wait_for_pull_agent(server, since, deadline, kind)
     return AgentAnswer(outcome, timezone.now(), time.monotonic() - clock)
 
 
@@ -343,9 +346,8 @@ def finish_run(
         "error": outcome.error,
     }
     if kind == "rebuild" and not server.agent_url:
-        # Nothing can reach a pull-only agent: the rebuild is run on the server itself.
         entry["note"] = (
-            "pull-only agent: run `dms-update rebuild` on the server; this job waited for its report"
+            "pull-only agent: asked through the answer to its report; this job waited for its rebuild"
         )
     if outcome.result == RunResult.OK and not audit_ok:
         return entry

@@ -33,8 +33,41 @@ def dataset_heads(dataset_ids=None) -> dict[int, int | None]:
     )
 
 
+def missing_needed(server: Server) -> QuerySet[StateObject]:
+    """Updates gone from the bucket (registry state `missing`) later than what the server applied.
+
+    The agent cannot see an object that is not there, so it would replay past
+    the gap without a word: only the registry can tell. A server that never
+    reported needs none yet (it bootstraps from an image first).
+    """
+    if server.effective_ns is None:
+        return StateObject.objects.none()
+    return StateObject.objects.filter(
+        dataset_id=server.dataset_id,
+        kind=ObjectKind.UPDATE,
+        state=ObjectState.MISSING,
+        effective_ns__gt=server.effective_ns,
+    ).order_by("effective_ns", "key")
+
+
+def _missing_count() -> Subquery:
+    missing = (
+        StateObject.objects.filter(
+            dataset_id=OuterRef("dataset_id"),
+            kind=ObjectKind.UPDATE,
+            state=ObjectState.MISSING,
+            effective_ns__gt=OuterRef("effective_ns"),  # NULL (never reported): none needed yet
+        )
+        .order_by()
+        .values("dataset_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Coalesce(Subquery(missing, output_field=IntegerField()), 0)
+
+
 def with_lag(servers: QuerySet[Server]) -> QuerySet[Server]:
-    """Annotate `pending_updates` in the same query as the servers (no query per server).
+    """Annotate `pending_updates` and `missing_updates` in the same query as the servers (no query per server).
 
     A server that never reported has every published update pending.
     """
@@ -55,6 +88,7 @@ def with_lag(servers: QuerySet[Server]) -> QuerySet[Server]:
     )
     return servers.select_related("dataset").annotate(
         pending_updates=Coalesce(Subquery(pending, output_field=IntegerField()), 0),
+        missing_updates=_missing_count(),
     )
 
 
@@ -65,34 +99,60 @@ class Lag:
     pending_updates: int
     lag_seconds: float | None  # None when the server never reported an effective time
     state: str
+    missing_updates: int = 0  # needed updates gone from the bucket (see missing_needed)
 
 
-def lag_of(server: Server, pending: int, head_ns: int | None, now: datetime | None = None) -> Lag:
-    """Combine a server's report with the dataset head into its lag and state."""
+def lag_of(
+    server: Server,
+    pending: int,
+    head_ns: int | None,
+    now: datetime | None = None,
+    missing: int | None = None,
+) -> Lag:
+    """Combine a server's report with the dataset head into its lag and state.
+
+    `missing` defaults to the `missing_updates` annotation of `with_lag`.
+    """
     now = now or timezone.now()
+    if missing is None:
+        missing = getattr(server, "missing_updates", 0) or 0
     if head_ns is None:
         lag: float | None = 0.0
     elif server.effective_ns is None:
         lag = None
     else:
         lag = max(0.0, (head_ns - server.effective_ns) / NANOS)
-    return Lag(pending, lag, state_of(server, pending, now))
+    return Lag(pending, lag, state_of(server, pending, now, missing), missing)
 
 
-def state_of(server: Server, pending: int, now: datetime) -> str:
+def rebuild_pending(server: Server) -> bool:
+    """True while an admin's rebuild has not been reported done.
+
+    A pushed rebuild ends with the agent's next report; a pull agent (no agent URL)
+    learns of the request from the answer to its report, so it stays pending until
+    the agent reports a run that was a rebuild.
+    """
+    if not server.rebuild_requested_at:
+        return False
+    if not server.agent_url:
+        return True
+    return server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
+
+
+def state_of(server: Server, pending: int, now: datetime, missing: int = 0) -> str:
     """One definition of the state badge, in order of what needs the admin most."""
     if not server.enabled:
         return ServerState.DISABLED
-    if server.rebuild_requested_at and (
-        server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
-    ):
+    if rebuild_pending(server):
         return ServerState.REBUILDING
     stale = timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
     if server.unreachable_since or (
         server.agent_url and server.last_report_at and now - server.last_report_at > stale
     ):
         return ServerState.UNREACHABLE
-    if server.last_succeeded is False or server.late_keys:
+    # Late keys outside the window and needed updates missing from the bucket never
+    # resolve by waiting: both need an admin (restore the objects, or rebuild).
+    if server.last_succeeded is False or server.late_keys or missing:
         return ServerState.FAILING
     if server.last_report_at is None or pending > 0:
         return ServerState.BEHIND
@@ -108,9 +168,9 @@ def pending_for(server: Server) -> int:
 
 
 def lag_for(server: Server) -> Lag:
-    """The lag of one server (two queries: its pending count and the head)."""
+    """The lag of one server (three queries: its pending and missing counts, and the head)."""
     head = published_updates(server.dataset_id).aggregate(h=Max("effective_ns"))["h"]
-    return lag_of(server, pending_for(server), head)
+    return lag_of(server, pending_for(server), head, missing=missing_needed(server).count())
 
 
 class ReportError(ValueError):
@@ -163,11 +223,16 @@ def record_report(server: Server, body: dict, reachable: bool = True) -> StatusR
         last_update_at = parse_datetime(str(last_update)) if isinstance(last_update, str) else None
         if last_update_at is None:
             raise ReportError("lastUpdate must be an ISO 8601 time")
+    last_run = body.get("lastRun")
+    if last_run not in (None, "update", "rebuild"):
+        raise ReportError("lastRun must be 'update', 'rebuild' or null")
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().get(pk=server.pk)
-        if effective_ns is not None or body.get("rebuilt") or server.effective_ns is None:
+        if effective_ns is not None or last_run == "rebuild" or server.effective_ns is None:
             server.effective_ns = effective_ns
+        if last_run == "rebuild":
+            server.rebuild_requested_at = None
         server.last_report_at = now
         server.last_succeeded = succeeded
         server.last_update_at = last_update_at

@@ -14,7 +14,7 @@ from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from servers.dashboard import fleet, lag_history
 from servers.models import Server, ServerState
-from servers.services import lag_for
+from servers.services import lag_for, missing_needed
 
 # Seconds between refreshes of the fleet table (htmx polling).
 FLEET_REFRESH_SECONDS = 5
@@ -53,6 +53,9 @@ def _server_context(server: Server) -> dict:
     return {
         "server": server,
         "lag": lag,
+        "missing_keys": list(missing_needed(server).values_list("key", flat=True)[:20])
+        if lag.missing_updates
+        else [],
         "spark": lag_history([server.pk], now).get(server.pk, []),
         "active_job": server.jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
         .order_by("-created_at")

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     """Run a Python module or script from the repository root with extra environment."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # Set by the browser tests for their live server; never part of a deployment.
+    full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120
     )

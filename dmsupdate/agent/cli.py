@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 the run failed, 2 bad usage or config, 75 another run holds 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -91,6 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _print_json(value: Any, compact: bool = False) -> None:
     print(json.dumps(value) if compact else json.dumps(value, indent=2))
 
@@ -130,6 +141,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             host, port = parse_bind(args.bind)
         except ValueError as exc:
             print(f"dms-update: --bind: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if config.agent_token is None and not _loopback(host):
+            # Anyone who can reach the address could trigger rebuilds: refuse rather than serve openly.
+            print(
+                f"dms-update: serve on {host} needs agent_token in the config "
+                "(only loopback addresses are served without one)",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         serve_forever(runner, host, port)
         return EXIT_OK

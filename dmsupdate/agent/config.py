@@ -125,7 +125,10 @@ class Config:
             parsed = urlparse(s3root)
             if scheme == "s3" and not parsed.netloc:
                 problems.append(f"s3root: s3:// roots need a bucket, got {s3root!r}")
-            elif scheme == "file" and not parsed.path.startswith("/"):
+            elif scheme == "file" and (
+                parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")
+            ):
+                # file://data/state would name /state on host "data": refuse it rather than guess.
                 problems.append(f"s3root: file:// roots need an absolute path, got {s3root!r}")
             elif scheme not in ("s3", "file"):
                 problems.append(f"s3root: must be s3://BUCKET/PREFIX or file:///PATH, not {s3root!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -13,8 +14,16 @@ from dmsupdate.agent.errors import parse_retry_after
 log = logging.getLogger("dmsupdate.agent")
 
 
-def report_status(controlplane: ControlPlane, status: dict[str, Any]) -> float | None:
-    """POST status.json to the control plane; log failures; return Retry-After seconds when throttled."""
+@dataclass(frozen=True)
+class ReportAnswer:
+    """What the control plane said to a report: back off for `retry_after`, or rebuild next."""
+
+    retry_after: float | None = None
+    rebuild: bool = False
+
+
+def report_status(controlplane: ControlPlane, status: dict[str, Any]) -> ReportAnswer:
+    """POST status.json to the control plane; log failures; never raise."""
     url = controlplane.report_url
     try:
         response = requests.post(
@@ -25,11 +34,16 @@ def report_status(controlplane: ControlPlane, status: dict[str, Any]) -> float |
         )
     except requests.RequestException as exc:
         log.warning("status report to %s failed: %s", url, exc)
-        return None
+        return ReportAnswer()
     if response.status_code in (429, 503):
         retry = parse_retry_after(response.headers.get("Retry-After"))
         log.warning("status report to %s throttled (HTTP %s)", url, response.status_code)
-        return retry
+        return ReportAnswer(retry_after=retry)
     if response.status_code >= 400:
         log.warning("status report to %s refused: HTTP %s %s", url, response.status_code, response.text[:200])
-    return None
+        return ReportAnswer()
+    try:
+        body = response.json()
+    except ValueError:
+        return ReportAnswer()
+    return ReportAnswer(rebuild=isinstance(body, dict) and body.get("rebuild") is True)

@@ -39,6 +39,8 @@ class Runner:
         # The longest Retry-After seen in the last run (endpoint, store or control plane); read by `watch`.
         self.retry_after: float | None = None
         self.throttled = False
+        # Set when the control plane answered the last report with a rebuild request.
+        self.rebuild_requested = False
 
     # Public API -----------------------------------------------------------
 
@@ -122,11 +124,12 @@ class Runner:
         """Perform an update or rebuild; the caller holds the lock. Returns the final status."""
         self.retry_after = None
         self.throttled = False
+        self.rebuild_requested = False
         path = self.config.status_path
         for leftover in path.parent.glob(".status-*"):  # temp files of a run killed mid-write
             leftover.unlink(missing_ok=True)
         status = read_status(path)
-        status.update(running=True, applied=0)
+        status.update(running=True, applied=0, lastRun=kind)
         write_status(path, status)
         backend = self._backend(status)
         try:
@@ -137,9 +140,11 @@ class Runner:
             status["lastUpdate"] = now_iso()
             write_status(path, status)
         if self.config.controlplane is not None:
-            retry = report_status(self.config.controlplane, status)
-            if retry is not None:
-                self._note_throttle(retry)
+            answer = report_status(self.config.controlplane, status)
+            if answer.retry_after is not None:
+                self._note_throttle(answer.retry_after)
+            # A pull agent learns of a rebuild an admin asked for from the report's answer.
+            self.rebuild_requested = answer.rebuild
         return status
 
     def _note_throttle(self, retry_after: float | None) -> None:

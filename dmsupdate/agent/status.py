@@ -24,6 +24,7 @@ STATUS_FIELDS = (
     "invalid",
     "image",
     "running",
+    "lastRun",
 )
 
 
@@ -45,6 +46,7 @@ def empty_status() -> dict[str, Any]:
         "invalid": [],
         "image": None,
         "running": False,
+        "lastRun": None,
     }
 
 

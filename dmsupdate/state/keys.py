@@ -33,6 +33,9 @@ FORMATS_BY_OP: dict[str, tuple[str, ...]] = {
     "dump": ("nq.gz",),
 }
 
+# Registry backups live under the root too; they are not state keys (never replayed, synced or GC'd).
+BACKUPS_PREFIX = "backups/"
+
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _DATE = r"(?P<date>\d{4}-\d{2}-\d{2})"
 _TIME = r"(?P<time>\d{2}-\d{2}-\d{2}-\d{1,9})"

@@ -124,8 +124,9 @@ def open_store(root: str, endpoint: str | None = None) -> ObjectStore:
     if parsed.scheme == "file":
         from dmsupdate.state.local import LocalStore
 
-        if not parsed.path.startswith("/"):
-            raise StoreError(f"file:// roots need an absolute path: {root!r}")
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            # file://data/state would silently mean /state: a relative path given with two slashes.
+            raise StoreError(f"file:// roots need an absolute path (file:///PATH): {root!r}")
         return LocalStore(parsed.path)
     if parsed.scheme == "s3":
         from dmsupdate.state.s3 import S3Store

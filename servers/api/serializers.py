@@ -18,6 +18,9 @@ class ServerSerializer(serializers.ModelSerializer):
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
     state = serializers.SerializerMethodField()
     pending_updates = serializers.SerializerMethodField()
+    missing_updates = serializers.SerializerMethodField(
+        help_text="updates it still needs that are gone from the bucket"
+    )
     lag_seconds = serializers.SerializerMethodField()
     effective_time = serializers.SerializerMethodField()
     error = serializers.CharField(source="last_error", read_only=True)
@@ -39,6 +42,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "failed_key",
             "error",
             "late_keys",
+            "missing_updates",
             "rebuild_requested_at",
             "unreachable_since",
             "created_at",
@@ -60,6 +64,10 @@ class ServerSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.INT)
     def get_pending_updates(self, server: Server) -> int:
         return self._lag(server).pending_updates
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_missing_updates(self, server: Server) -> int:
+        return self._lag(server).missing_updates
 
     @extend_schema_field(OpenApiTypes.FLOAT)
     def get_lag_seconds(self, server: Server) -> float | None:

@@ -30,7 +30,7 @@ from servers.api.serializers import (
     StatusReportSerializer,
 )
 from servers.models import Server
-from servers.services import ReportError, dataset_heads, record_report, with_lag
+from servers.services import ReportError, dataset_heads, rebuild_pending, record_report, with_lag
 
 
 def lag_context(view, servers: list[Server]) -> dict:
@@ -152,5 +152,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
                 "received_at": report.received_at,
                 "pending_updates": report.pending_updates,
                 "lag_seconds": report.lag_seconds,
+                # Read by pull agents (`watch`): the admin asked for a rebuild.
+                "rebuild": not report.server.agent_url and rebuild_pending(report.server),
             }
         )

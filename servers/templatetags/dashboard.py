@@ -216,8 +216,8 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _last_error(server) -> str:
-    """The fleet row's "last error" cell: unreachable, the failed key and error, or late keys."""
+def _last_error(server, missing: int = 0) -> str:
+    """The fleet row's "last error" cell: unreachable, the failed key and error, missing updates, or late keys."""
     if server.unreachable_since:
         error = server.unreachable_error
         return f'<span title="{_esc(error)}">unreachable: {_esc(_clip(error, 90))}</span>'
@@ -229,6 +229,8 @@ def _last_error(server) -> str:
         )
         error = server.last_error
         return f'{key}<span title="{_esc(error)}">{_esc(_clip(error, 90))}</span>'
+    if missing:
+        return f"{missing} update{'' if missing == 1 else 's'} it still needs missing from the bucket"
     if server.late_keys:
         n = len(server.late_keys)
         return f"{n} late key{'' if n == 1 else 's'} outside the window"
@@ -256,7 +258,7 @@ def fleet_rows(rows) -> SafeString:
             f'<td data-label="Pending" class="num pending">{pending(lag.pending_updates)}</td>'
             f'<td data-label="Lag" class="lag">{lag_text(lag.pending_updates, lag.lag_seconds)}</td>'
             f'<td data-label="Last report" class="nowrap">{reltime(server.last_report_at, now=now)}</td>'
-            f'<td data-label="Last error" class="error-cell">{_last_error(server)}</td>'
+            f'<td data-label="Last error" class="error-cell">{_last_error(server, lag.missing_updates)}</td>'
             f'<td data-label="Lag, 24 h">{row.spark or empty_spark}</td></tr>\n'
         )
     return mark_safe("".join(html_rows))

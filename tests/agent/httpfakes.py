@@ -19,6 +19,7 @@ class Recorded:
     status: int = 204
     headers: dict[str, str] = field(default_factory=dict)
     gate: threading.Event | None = None  # when set, requests wait for it before answering
+    answer: dict[str, Any] | None = None  # JSON body of each answer (default: {"ok": ...})
 
 
 @contextmanager
@@ -37,7 +38,8 @@ def local_server(behaviour: Recorded) -> Iterator[str]:
             )
             if behaviour.gate is not None:
                 behaviour.gate.wait(30)
-            payload = json.dumps({"ok": behaviour.status < 400}).encode()
+            answer = behaviour.answer if behaviour.answer is not None else {"ok": behaviour.status < 400}
+            payload = json.dumps(answer).encode()
             self.send_response(behaviour.status)
             for name, value in behaviour.headers.items():
                 self.send_header(name, value)

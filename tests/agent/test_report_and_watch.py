@@ -118,3 +118,23 @@ def test_watch_jitters_its_interval_and_full_scans_once_a_day(file_state, make_c
 
     assert pauses == [80, 120, 100, 90]
     assert calls == [True, False, True, False]
+
+
+def test_watch_rebuilds_when_the_control_plane_answers_a_report_with_a_rebuild_request(
+    file_state, make_config, tmp_path
+):
+    file_state.publish_image(0, [], tmp_path)
+    file_state.publish(10, "add", ttl("ex:a ex:p ex:o ."), arg=G, fmt="ttl")
+    plane = Recorded(status=200, answer={"server": "data-1", "rebuild": True})
+    with local_server(plane) as url:
+        config = make_config(file_state, controlplane={"url": url, "server": "data-1", "token": "agent-key"})
+        watcher = Watcher(Runner(config), interval=60, sleep=lambda s: None)
+        watcher.run_once()
+        plane.answer = {"server": "data-1", "rebuild": False}
+        watcher.run_once()
+        watcher.run_once()
+
+    runs = [json.loads(r["body"])["lastRun"] for r in plane.requests]
+    assert runs == ["update", "rebuild", "update"]
+    rebuilt = json.loads(plane.requests[1]["body"])
+    assert rebuilt["lastSucceeded"] is True and rebuilt["applied"] == 2  # image, then the add again

@@ -8,11 +8,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.models import Role
 from audit.models import AuditEvent
 from dmsupdate.state.keys import EffectiveTime
 from jobs.models import Job, JobKind
 from publications.models import ObjectKind, ObjectState, StateObject
 from servers.models import Server, StatusReport
+from tests.api.fixtures import make_caller
 
 T0 = EffectiveTime.parse_text("2026-01-15T04:00:01.262711077Z").nanos
 
@@ -202,3 +204,28 @@ def test_server_list_filters_by_dataset_and_enabled(viewer, dataset, other_datas
     disabled = viewer.client.get("/api/v1/servers/", {"enabled": "false"}).json()
     assert [s["name"] for s in flood["results"]] == ["web1", "web2"]
     assert [(s["name"], s["state"]) for s in disabled["results"]] == [("river1", "disabled")]
+
+
+def test_a_pull_agent_learns_of_a_rebuild_from_the_report_answer_and_stays_rebuilding_until_it_rebuilt(
+    operator, two_servers
+):
+    web2 = two_servers[1]  # no agent URL: a pull agent running `watch`
+    pull = make_caller("agent.web2", Role.AGENT, server=web2).client
+    asked = operator.client.post("/api/v1/servers/web2/rebuild/")
+    assert asked.status_code == 202
+
+    plain = pull.post(
+        "/api/v1/servers/web2/report/",
+        {"effectiveDate": "2026-01-15/04-00-01-0", "lastSucceeded": True, "lastRun": "update"},
+        format="json",
+    )
+    assert plain.json()["rebuild"] is True
+    assert operator.client.get("/api/v1/servers/web2/").json()["state"] == "rebuilding"
+
+    rebuilt = pull.post(
+        "/api/v1/servers/web2/report/",
+        {"effectiveDate": "2026-01-15/04-00-01-0", "lastSucceeded": True, "lastRun": "rebuild"},
+        format="json",
+    )
+    assert rebuilt.json()["rebuild"] is False
+    assert operator.client.get("/api/v1/servers/web2/").json()["state"] != "rebuilding"

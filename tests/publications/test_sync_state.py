@@ -420,3 +420,12 @@ def test_scheduled_sync_task_syncs_the_dataset(file_root):
 
     assert result["new"] == 1
     assert sync_state_task(dataset.pk + 1000)["summary"].endswith("no longer exists")
+
+
+def test_registry_backups_under_the_root_are_not_registered(file_root):
+    dataset = make_dataset(file_root)
+    put_objects(file_root, [update_key(1), "backups/registry-2026-11-21T01-02-03-000000Z.jsonl.gz"])
+
+    sync_dataset(dataset, full=True)
+
+    assert list(StateObject.objects.filter(dataset=dataset).values_list("key", flat=True)) == [update_key(1)]

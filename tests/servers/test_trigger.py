@@ -401,7 +401,7 @@ def test_rebuild_of_an_unreachable_agent_does_not_show_rebuilding(dataset):
     assert lag_for(server).state == "unreachable"
 
 
-def test_pull_agent_shows_rebuilding_until_its_next_report(dataset):
+def test_pull_agent_shows_rebuilding_until_it_reports_its_rebuild(dataset):
     server = add_server(dataset, "puller")
     seen: dict = {}
 
@@ -418,7 +418,12 @@ def test_pull_agent_shows_rebuilding_until_its_next_report(dataset):
                 time.sleep(0.05)
             record_report(
                 row,
-                {"effectiveDate": "2026-11-20/10-00-09-000000000", "lastSucceeded": True, "applied": 9},
+                {
+                    "effectiveDate": "2026-11-20/10-00-09-000000000",
+                    "lastSucceeded": True,
+                    "applied": 9,
+                    "lastRun": "rebuild",
+                },
             )
         finally:
             connection.close()
@@ -433,7 +438,7 @@ def test_pull_agent_shows_rebuilding_until_its_next_report(dataset):
     assert seen["state"] == "rebuilding"
     entry = job.result["servers"]["puller"]
     assert entry["result"] == "ok" and entry["ops_applied"] == 9
-    assert "dms-update rebuild" in entry["note"]
+    assert "answer to its report" in entry["note"]
     assert entry["effective_after"] == "2026-11-20/10-00-09-000000000"
     server.refresh_from_db()
     assert lag_for(server).state == "ok"
