@@ -3,7 +3,7 @@
 Two roots, listed through the same interfaces the product uses:
 - a `file://` root of 1,000,000 keys (and 250,000, to show that peak memory
   does not grow with the bucket): the bare listing is `store.list("")`;
-- a moto S3 server of 100,000 keys, listed over HTTP (moto sorts the whole
+- a moto S3 server of 10,000 keys, listed over HTTP (moto sorts the whole
   bucket for every ListObjectsV2 page, so a million keys would take hours): the
   bare listing is boto3's `list_objects_v2` paginator, 1,000 keys a page.
   The server runs in its own process; its bucket is filled through moto's
@@ -14,8 +14,8 @@ Each sync runs in a fresh subprocess (its peak RSS is that of the sync alone):
 full reconcile of the same keys, all known; `incremental` lists 1,000 new keys
 past the cursor (what the five-minute schedule does).
 
-    python -m bench.bench_sync_state [--keys N] [--s3-keys N] [--runs R]
-    BENCH_QUICK=1 python -m bench sync_state      # 50,000 / 10,000 keys, one run
+    python -m bench.bench_sync_state [--keys N] [--s3-keys N] [--file-runs R] [--runs R] [--only file|s3]
+    BENCH_QUICK=1 python -m bench sync_state      # 50,000 / 12,500 / 2,000 keys, one run
 """
 
 from __future__ import annotations
@@ -318,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=50_000 if quick else 1_000_000)
     parser.add_argument("--small-keys", type=int, default=12_500 if quick else 250_000)
-    parser.add_argument("--s3-keys", type=int, default=10_000 if quick else 100_000)
-    parser.add_argument("--runs", type=int, default=1 if quick else 3)
+    parser.add_argument("--s3-keys", type=int, default=2_000 if quick else 10_000)
+    # A run of the three syncs of 1,000,000 keys takes about six minutes on 2 cores.
+    parser.add_argument("--file-runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1 if quick else 3, help="runs on the moto server")
     parser.add_argument("--only", choices=["file", "s3"], default=None)
     args = parser.parse_args(argv)
 
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database("sync"):
         print(f"bench_sync_state: sync_state vs a bare listing of the same root (target <= {TARGET_RATIO}x)")
         if args.only in (None, "file"):
-            big, r = run_file(args.keys, args.runs)
+            big, r = run_file(args.keys, args.file_runs)
             ratios += r
             small, _ = run_file(args.small_keys, 1)
             small_mb = small["initial"][0]["peak_mb"]
