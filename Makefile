@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SERVER_STAMP := $(VENV)/.installed-server
 DEV_STAMP := $(VENV)/.installed-dev
 TEST_DATABASE_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/dmsupdate)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 # Browsers come from the system (Debian's chromium), never from a download.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 

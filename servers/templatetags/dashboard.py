@@ -91,7 +91,10 @@ def duration_text(seconds: float | None) -> str:
         minutes = rest // 60
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days = seconds / 86400
-    return f"{days:.0f} days" if days >= 2 else f"{days:.1f} days"
+    if days >= 2:
+        return f"{days:.0f} days"
+    shown = f"{days:.1f}".removesuffix(".0")
+    return "1 day" if shown == "1" else f"{shown} days"
 
 
 @register.filter
