@@ -25,7 +25,14 @@ def valid_config(tmp_path) -> dict:
     }
 
 
-MISSING = object()
+class _Missing:
+    """Marks a key left out of the config (a stable repr keeps test ids equal across xdist workers)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 
 # (key, bad value or MISSING, fragment of the one line expected, extra keys making the case meaningful)
 CASES = [
