@@ -26,7 +26,7 @@ class RegistryCollector:
         from jobs.models import Job
         from publications.models import PublicationEvent, StateObject
         from servers.models import Server
-        from servers.services import dataset_heads, lag_of, with_lag
+        from servers.services import count_pending, dataset_heads, lag_of, with_lag
 
         lag = GaugeMetricFamily(
             "dmsupdate_server_lag_seconds",
@@ -49,6 +49,7 @@ class RegistryCollector:
             labels=["dataset", "server"],
         )
         servers = list(with_lag(Server.objects.all()))
+        count_pending(servers)
         heads = dataset_heads({s.dataset_id for s in servers})
         for server in servers:
             figures = lag_of(server, server.pending_updates, heads.get(server.dataset_id))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery, Value
+from django.db import connection, transaction
+from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -67,29 +70,48 @@ def _missing_count() -> Subquery:
 
 
 def with_lag(servers: QuerySet[Server]) -> QuerySet[Server]:
-    """Annotate `pending_updates` and `missing_updates` in the same query as the servers (no query per server).
+    """Servers with their dataset and `missing_updates`, in one query; follow with `count_pending`."""
+    return servers.select_related("dataset").annotate(missing_updates=_missing_count())
 
-    A server that never reported has every published update pending.
+
+def count_pending(servers: Sequence[Server]) -> None:
+    """Set `pending_updates` on each server: published updates later than its effective time.
+
+    One query per dataset, whatever the number of servers: the updates after the
+    least advanced server are scanned once (object_lag_idx) and bucketed by the
+    servers' effective times, rather than counted again for every server. A server
+    that never reported has every published update pending.
     """
-    pending = (
-        StateObject.objects.filter(
-            dataset_id=OuterRef("dataset_id"),
-            kind=ObjectKind.UPDATE,
-            state=ObjectState.PUBLISHED,
-            effective_ns__gt=Coalesce(OuterRef("effective_ns"), Value(-1)),
-        )
-        .order_by()
-        .values("dataset_id")
-        # COUNT(*), not COUNT(id): PostgreSQL answers it from object_lag_idx alone
-        # (index-only scan); counting ids read every row from the heap, 5x slower
-        # for a server that never reported (its whole dataset is pending).
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-    return servers.select_related("dataset").annotate(
-        pending_updates=Coalesce(Subquery(pending, output_field=IntegerField()), 0),
-        missing_updates=_missing_count(),
-    )
+    by_dataset: dict[int, list[Server]] = defaultdict(list)
+    for server in servers:
+        by_dataset[server.dataset_id].append(server)
+    for dataset_id, group in by_dataset.items():
+        # Bucket b holds the updates later than exactly b of the (sorted) thresholds.
+        thresholds = sorted({-1 if s.effective_ns is None else s.effective_ns for s in group})
+        buckets = _bucket_counts(dataset_id, thresholds)
+        later_than = [0] * (len(thresholds) + 1)
+        for b in range(len(thresholds), 0, -1):
+            later_than[b - 1] = later_than[b] + buckets.get(b, 0)
+        position = {t: i for i, t in enumerate(thresholds)}
+        for server in group:
+            server.pending_updates = later_than[
+                position[-1 if server.effective_ns is None else server.effective_ns]
+            ]
+
+
+def _bucket_counts(dataset_id: int, thresholds: list[int]) -> dict[int, int]:
+    """Published updates after thresholds[0], counted by how many thresholds each is later than."""
+    rows = published_updates(dataset_id).filter(effective_ns__gt=thresholds[0])
+    if connection.vendor == "postgresql":
+        # width_bucket(x, bounds) = number of bounds <= x; bounds t+1 make it "thresholds < x".
+        query, params = rows.values("effective_ns").query.sql_with_params()
+        with connection.cursor() as cur:
+            cur.execute(
+                f"SELECT width_bucket(u.effective_ns, %s::bigint[]), count(*) FROM ({query}) u GROUP BY 1",
+                [[t + 1 for t in thresholds], *params],
+            )
+            return dict(cur.fetchall())
+    return Counter(bisect_left(thresholds, x) for x in rows.values_list("effective_ns", flat=True).iterator())
 
 
 @dataclass(frozen=True)

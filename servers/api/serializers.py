@@ -13,7 +13,7 @@ from servers.services import Lag, lag_of
 
 
 class ServerSerializer(serializers.ModelSerializer):
-    """A server with its replay lag, computed from `with_lag` and the dataset heads in the context."""
+    """A server with its replay lag, computed from `with_lag` + `count_pending` and the dataset heads in the context."""
 
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
     state = serializers.SerializerMethodField()

@@ -30,7 +30,14 @@ from servers.api.serializers import (
     StatusReportSerializer,
 )
 from servers.models import Server
-from servers.services import ReportError, dataset_heads, rebuild_pending, record_report, with_lag
+from servers.services import (
+    ReportError,
+    count_pending,
+    dataset_heads,
+    rebuild_pending,
+    record_report,
+    with_lag,
+)
 
 
 def lag_context(view, servers: list[Server]) -> dict:
@@ -66,11 +73,13 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     def list(self, request: Request, *args, **kwargs) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         rows = list(page if page is not None else self.filter_queryset(self.get_queryset()))
+        count_pending(rows)
         data = ServerSerializer(rows, many=True, context=lag_context(self, rows)).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         server = self.get_object()
+        count_pending([server])
         return Response(ServerSerializer(server, context=lag_context(self, [server])).data)
 
     @extend_schema(request=ServerSerializer, responses={201: ServerRegisteredSerializer})
@@ -98,6 +107,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
                 actor, "token.issued", agent_user.get_username(), {"token": token.name, "role": Role.AGENT}
             )
         server = with_lag(Server.objects.filter(pk=server.pk)).get()
+        count_pending([server])
         data = ServerRegisteredSerializer(server, context=lag_context(self, [server])).data
         data["token"] = key
         data["agent_token"] = server.agent_token
