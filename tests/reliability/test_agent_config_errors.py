@@ -73,7 +73,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "expected", "extra"), CASES, ids=[f"{c[0]}={c[1]!r}" for c in CASES]
+    ("key", "value", "expected", "extra"),
+    CASES,
+    ids=[f"{c[0]}={'missing' if c[1] is MISSING else repr(c[1])}" for c in CASES],
 )
 @pytest.mark.parametrize("command", ["update", "plan"])
 def test_a_missing_or_wrong_config_key_gives_one_line_naming_it_and_exit_2(

@@ -130,7 +130,8 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_by_the_sweep_and_a_new_ru
         wait_for(lambda: Job.objects.get(pk=retry.pk).finished, "the retried job finishing", 180, log)
         retry.refresh_from_db()
         assert retry.status == JobStatus.SUCCEEDED, retry.error
-        in_bucket = {info.key for info in s3_state.store.list("")}
+        # The cluster's own schedules may add a registry backup (backups/), which the registry leaves out.
+        in_bucket = {info.key for info in s3_state.store.list("") if not info.key.startswith("backups/")}
         assert set(keys) <= in_bucket
         assert retry.result["new"] == len(in_bucket)
         assert set(StateObject.objects.filter(dataset=dataset).values_list("key", flat=True)) == in_bucket
