@@ -101,7 +101,7 @@ def count_pending(servers: Sequence[Server]) -> None:
 
 def _bucket_counts(dataset_id: int, thresholds: list[int]) -> dict[int, int]:
     """Published updates after thresholds[0], counted by how many thresholds each is later than."""
-    rows = published_updates(dataset_id).filter(effective_ns__gt=thresholds[0])
+    rows = published_updates(dataset_id).filter(effective_ns__gt=thresholds[0]).order_by()
     if connection.vendor == "postgresql":
         # width_bucket(x, bounds) = number of bounds <= x; bounds t+1 make it "thresholds < x".
         query, params = rows.values("effective_ns").query.sql_with_params()
