@@ -222,17 +222,18 @@ def _pipe_response(upstream: socket.socket, client: socket.socket, body_limit: i
                 if buffer:
                     client.sendall(buffer)
                 return
-            if body_limit is None:
-                client.sendall(chunk)
-                continue
             if not passed_head:
                 buffer += chunk
                 if b"\r\n\r\n" not in buffer:
                     continue
                 head, chunk = buffer.split(b"\r\n\r\n", 1)
-                client.sendall(head + b"\r\n\r\n")
+                # The client must not reuse this connection: the proxy serves one request each.
+                client.sendall(_close_connection(head + b"\r\n\r\n"))
                 buffer = b""
                 passed_head = True
+            if body_limit is None:
+                client.sendall(chunk)
+                continue
             room = body_limit - body_sent
             client.sendall(chunk[:room])
             body_sent += min(len(chunk), room)

@@ -25,12 +25,6 @@ from tests.conftest import free_port, wait_for_port
 from tests.reliability.conftest import agent_config, canonical, publish_small_history, store_snapshot
 from tests.reliability.faultproxy import FaultProxy, Rule
 
-# Quarantined: through the test's fault proxy, the streamed N-Quads POST of the dump
-# bootstrap is sometimes reset (about one run in three), before any fault is injected.
-# The agent then reports the dump as failed, correctly, but the test cannot tell that
-# from the fault it means to inject. Remove the mark to run it.
-pytestmark = pytest.mark.skip(reason="fault proxy resets the dump bootstrap POST intermittently")
-
 
 class Endpoint:
     """An `oxigraph serve` process that can be stopped and started again on the same data and port."""
