@@ -54,7 +54,7 @@ LOAD_SQL = [
     FROM generate_series(1, %(datasets)s) AS d
     """,
     # Objects: one every 10 s per dataset, ending a minute ago; mostly published updates,
-    # with expired, deleted, invalid and missing ones and an image every 10,000.
+    # with expired, deleted, invalid and missing ones and a (published) image every 10,000.
     """
     WITH params AS (
         SELECT (extract(epoch FROM now()) * 1e9)::bigint - 60 * 1000000000::bigint
@@ -74,7 +74,8 @@ LOAD_SQL = [
         CASE WHEN i %% 10000 = 0 THEN 'image' ELSE 'update' END,
         CASE WHEN i %% 10000 = 0 THEN 'image' ELSE 'add' END,
         'readings', eff, to_timestamp(eff / 1e9), '', 'ttl', 1000 + i %% 5000, '', '',
-        CASE WHEN i %% 200 < 6 THEN 'expired' WHEN i %% 200 = 7 THEN 'deleted'
+        CASE WHEN i %% 10000 = 0 THEN 'published'
+             WHEN i %% 200 < 6 THEN 'expired' WHEN i %% 200 = 7 THEN 'deleted'
              WHEN i %% 400 = 9 THEN 'invalid' WHEN i %% 400 = 10 THEN 'missing' ELSE 'published' END,
         '', now(), now(), now()
     FROM rows

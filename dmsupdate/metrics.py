@@ -26,7 +26,7 @@ class RegistryCollector:
         from jobs.models import Job
         from publications.models import PublicationEvent, StateObject
         from servers.models import Server
-        from servers.services import count_pending, dataset_heads, lag_of, with_lag
+        from servers.services import lags_of
 
         lag = GaugeMetricFamily(
             "dmsupdate_server_lag_seconds",
@@ -48,11 +48,10 @@ class RegistryCollector:
             "Updates the server still needs that are gone from the bucket (a gap: restore or rebuild)",
             labels=["dataset", "server"],
         )
-        servers = list(with_lag(Server.objects.all()))
-        count_pending(servers)
-        heads = dataset_heads({s.dataset_id for s in servers})
+        servers = list(Server.objects.select_related("dataset"))
+        lags = lags_of(servers)
         for server in servers:
-            figures = lag_of(server, server.pending_updates, heads.get(server.dataset_id))
+            figures = lags[server.pk]
             labels = [server.dataset.name, server.name]
             if figures.lag_seconds is not None:
                 lag.add_metric(labels, figures.lag_seconds)

@@ -16,18 +16,18 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Max, OuterRef, QuerySet, Subquery
+from django.db.models import Max
 from django.db.models.functions import Extract, Floor, Trunc
 from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import Server, ServerState, StatusReport
-from servers.services import Lag, lag_of
+from servers.services import Heads, Lag, datasets_with_heads, lag_of, replay_start
 
 # Pending updates are counted up to this many per server on the fleet page and shown
-# as "1,000+" beyond: an exact count is O(pending) per server, and a server that never
-# reported has every update of the registry pending.
+# as "1,000+" beyond: the page reads each dataset's newest update times once and
+# counts every server in them, whatever the fleet's spread.
 PENDING_CAP = 1000
 
 # Sparkline resolution: one point per hour over the last day, so a server costs at
@@ -55,6 +55,7 @@ class DatasetFleet:
     dataset: Dataset
     head_key: str | None
     head_ns: int | None
+    image_ns: int | None = None
     rows: list[FleetRow] = field(default_factory=list)
 
     @property
@@ -66,21 +67,6 @@ class DatasetFleet:
         """Servers per state, in the order of ServerState (for the section's summary line)."""
         n = Counter(row.state for row in self.rows)
         return [(state.value, n[state]) for state in ServerState if n[state]]
-
-
-def datasets_with_heads() -> QuerySet[Dataset]:
-    """Datasets annotated with their newest published update (key and time).
-
-    A correlated subquery per dataset walks object_lag_idx backwards and stops at
-    the first row, where GROUP BY + MAX over the registry would read every update.
-    """
-    newest = StateObject.objects.filter(
-        dataset_id=OuterRef("pk"), kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED
-    ).order_by("-effective_ns", "-key")
-    return Dataset.objects.annotate(
-        head_key=Subquery(newest.values("key")[:1]),
-        head_ns=Subquery(newest.values("effective_ns")[:1]),
-    ).order_by("name")
 
 
 def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[int]]:
@@ -150,11 +136,12 @@ def missing_of(effective_ns: int | None, missing: list[int]) -> int:
     return len(missing) - bisect_right(missing, effective_ns)
 
 
-def pending_of(effective_ns: int | None, newest: list[int]) -> int:
-    """Published updates later than `effective_ns`, counted in a dataset's newest times (capped by its length)."""
-    if effective_ns is None:
+def pending_of(start: int | None, newest: list[int]) -> int:
+    """Published updates later than `start` (servers.services.replay_start), counted in a dataset's
+    newest times (capped by its length)."""
+    if start is None:
         return len(newest)
-    return len(newest) - bisect_right(newest, effective_ns)
+    return len(newest) - bisect_right(newest, start)
 
 
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
@@ -252,7 +239,7 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
     datasets = datasets_with_heads()
     if dataset:
         datasets = datasets.filter(name=dataset)
-    sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns) for d in datasets}
+    sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns, d.image_ns) for d in datasets}
     # Named rows rather than model instances: a thousand Server objects cost more to
     # build than the query; lag_of and state_of read only these attributes.
     servers = list(
@@ -265,7 +252,8 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
     lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
     for server in servers:
         section = sections[server.dataset_id]
-        pending = pending_of(server.effective_ns, newest.get(server.dataset_id, []))
+        start = replay_start(server.effective_ns, Heads(section.head_ns, section.image_ns))
+        pending = pending_of(start, newest.get(server.dataset_id, []))
         missing = missing_of(server.effective_ns, gone.get(server.dataset_id, []))
         lag = lag_of(server, pending, section.head_ns, now, missing=missing)
         if state and lag.state != state:

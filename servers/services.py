@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from dmsupdate.state.keys import NANOS, EffectiveTime, InvalidKey
-from publications.models import ObjectKind, ObjectState, StateObject
+from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import Server, ServerState, StatusReport
 
 
@@ -26,14 +26,51 @@ def published_updates(dataset_id) -> QuerySet[StateObject]:
     )
 
 
-def dataset_heads(dataset_ids=None) -> dict[int, int | None]:
-    """Newest published update time (ns) per dataset, in one query."""
-    rows = StateObject.objects.filter(kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED)
-    if dataset_ids is not None:
-        rows = rows.filter(dataset_id__in=list(dataset_ids))
-    return dict(
-        rows.values("dataset_id").annotate(head=Max("effective_ns")).values_list("dataset_id", "head")
-    )
+def _newest(kind: str) -> QuerySet[StateObject]:
+    return StateObject.objects.filter(
+        dataset_id=OuterRef("pk"), kind=kind, state=ObjectState.PUBLISHED, effective_ns__isnull=False
+    ).order_by("-effective_ns", "-key")
+
+
+def datasets_with_heads() -> QuerySet[Dataset]:
+    """Datasets annotated with their newest published update (`head_key`, `head_ns`) and image (`image_ns`).
+
+    A correlated subquery per dataset walks object_lag_idx backwards and stops at
+    the first row, where GROUP BY + MAX over the registry would read every update.
+    """
+    updates, images = _newest(ObjectKind.UPDATE), _newest(ObjectKind.IMAGE)
+    return Dataset.objects.annotate(
+        head_key=Subquery(updates.values("key")[:1]),
+        head_ns=Subquery(updates.values("effective_ns")[:1]),
+        image_ns=Subquery(images.values("effective_ns")[:1]),
+    ).order_by("name")
+
+
+@dataclass(frozen=True)
+class Heads:
+    """What a dataset offers its servers: the newest published update and image times (ns)."""
+
+    update_ns: int | None
+    image_ns: int | None
+
+
+def dataset_heads(dataset_ids: Iterable[int]) -> dict[int, Heads]:
+    """The Heads of each dataset, in one query."""
+    rows = datasets_with_heads().filter(pk__in=list(dataset_ids)).values_list("pk", "head_ns", "image_ns")
+    return {pk: Heads(head_ns, image_ns) for pk, head_ns, image_ns in rows}
+
+
+def replay_start(effective_ns: int | None, heads: Heads | None) -> int | None:
+    """The time after which a server has updates to replay.
+
+    A server that reported is at its effective time. One that never reported
+    starts from the dataset's newest image (DESIGN §4: new servers bootstrap
+    from it), so what it has to replay is what came after the image; with no
+    image it replays every update (None).
+    """
+    if effective_ns is not None:
+        return effective_ns
+    return heads.image_ns if heads is not None else None
 
 
 def missing_needed(server: Server) -> QuerySet[StateObject]:
@@ -53,67 +90,6 @@ def missing_needed(server: Server) -> QuerySet[StateObject]:
     ).order_by("effective_ns", "key")
 
 
-def _missing_count() -> Subquery:
-    missing = (
-        StateObject.objects.filter(
-            dataset_id=OuterRef("dataset_id"),
-            kind=ObjectKind.UPDATE,
-            state=ObjectState.MISSING,
-            effective_ns__gt=OuterRef("effective_ns"),  # NULL (never reported): none needed yet
-        )
-        .order_by()
-        .values("dataset_id")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    return Coalesce(Subquery(missing, output_field=IntegerField()), 0)
-
-
-def with_lag(servers: QuerySet[Server]) -> QuerySet[Server]:
-    """Servers with their dataset and `missing_updates`, in one query; follow with `count_pending`."""
-    return servers.select_related("dataset").annotate(missing_updates=_missing_count())
-
-
-def count_pending(servers: Sequence[Server]) -> None:
-    """Set `pending_updates` on each server: published updates later than its effective time.
-
-    One query per dataset, whatever the number of servers: the updates after the
-    least advanced server are scanned once (object_lag_idx) and bucketed by the
-    servers' effective times, rather than counted again for every server. A server
-    that never reported has every published update pending.
-    """
-    by_dataset: dict[int, list[Server]] = defaultdict(list)
-    for server in servers:
-        by_dataset[server.dataset_id].append(server)
-    for dataset_id, group in by_dataset.items():
-        # Bucket b holds the updates later than exactly b of the (sorted) thresholds.
-        thresholds = sorted({-1 if s.effective_ns is None else s.effective_ns for s in group})
-        buckets = _bucket_counts(dataset_id, thresholds)
-        later_than = [0] * (len(thresholds) + 1)
-        for b in range(len(thresholds), 0, -1):
-            later_than[b - 1] = later_than[b] + buckets.get(b, 0)
-        position = {t: i for i, t in enumerate(thresholds)}
-        for server in group:
-            server.pending_updates = later_than[
-                position[-1 if server.effective_ns is None else server.effective_ns]
-            ]
-
-
-def _bucket_counts(dataset_id: int, thresholds: list[int]) -> dict[int, int]:
-    """Published updates after thresholds[0], counted by how many thresholds each is later than."""
-    rows = published_updates(dataset_id).filter(effective_ns__gt=thresholds[0]).order_by()
-    if connection.vendor == "postgresql":
-        # width_bucket(x, bounds) = number of bounds <= x; bounds t+1 make it "thresholds < x".
-        query, params = rows.values("effective_ns").query.sql_with_params()
-        with connection.cursor() as cur:
-            cur.execute(
-                f"SELECT width_bucket(u.effective_ns, %s::bigint[]), count(*) FROM ({query}) u GROUP BY 1",
-                [[t + 1 for t in thresholds], *params],
-            )
-            return dict(cur.fetchall())
-    return Counter(bisect_left(thresholds, x) for x in rows.values_list("effective_ns", flat=True).iterator())
-
-
 @dataclass(frozen=True)
 class Lag:
     """A server's replay lag as the API and the dashboard show it (DESIGN §6)."""
@@ -124,20 +100,77 @@ class Lag:
     missing_updates: int = 0  # needed updates gone from the bucket (see missing_needed)
 
 
+def lags_of(servers: Sequence[Any], now: datetime | None = None) -> dict[int, Lag]:
+    """The Lag of each server (a Server, or a named row of its fields), by primary key.
+
+    One query for the dataset heads and one per dataset for the counts, whatever
+    the number of servers: the dataset's updates after its least advanced server
+    are scanned once (object_lag_idx, index only) and bucketed by the servers'
+    start times, published and missing apart, rather than counted per server.
+    """
+    now = now or timezone.now()
+    by_dataset: dict[int, list[Any]] = defaultdict(list)
+    for server in servers:
+        by_dataset[server.dataset_id].append(server)
+    heads = dataset_heads(by_dataset)
+    lags: dict[int, Lag] = {}
+    for dataset_id, group in by_dataset.items():
+        head = heads.get(dataset_id)
+        starts = {s.pk: replay_start(s.effective_ns, head) for s in group}
+        thresholds = sorted({-1 if t is None else t for t in starts.values()})
+        counts = _bucket_counts(dataset_id, thresholds)
+        # later[state][i]: updates in `state` later than thresholds[i] (bucket b: later than b thresholds).
+        later = {}
+        for state in (ObjectState.PUBLISHED, ObjectState.MISSING):
+            running = [0] * (len(thresholds) + 1)
+            for b in range(len(thresholds), 0, -1):
+                running[b - 1] = running[b] + counts.get((b, state), 0)
+            later[state] = running
+        position = {t: i for i, t in enumerate(thresholds)}
+        for server in group:
+            start = starts[server.pk]
+            i = position[-1 if start is None else start]
+            # A server that never reported needs no missing update yet: it bootstraps first.
+            missing = later[ObjectState.MISSING][i] if server.effective_ns is not None else 0
+            lags[server.pk] = lag_of(
+                server, later[ObjectState.PUBLISHED][i], head.update_ns if head else None, now, missing
+            )
+    return lags
+
+
+def _bucket_counts(dataset_id: int, thresholds: list[int]) -> dict[tuple[int, str], int]:
+    """Published and missing updates after thresholds[0], by (how many thresholds each is later than, state)."""
+    rows = StateObject.objects.filter(
+        dataset_id=dataset_id,
+        kind=ObjectKind.UPDATE,
+        state__in=[ObjectState.PUBLISHED, ObjectState.MISSING],
+        effective_ns__gt=thresholds[0],
+    ).order_by()
+    if connection.vendor == "postgresql":
+        # width_bucket(x, bounds) = number of bounds <= x; bounds t+1 make it "thresholds < x".
+        query, params = rows.values("effective_ns", "state").query.sql_with_params()
+        with connection.cursor() as cur:
+            cur.execute(
+                f"SELECT width_bucket(u.effective_ns, %s::bigint[]), u.state, count(*)"
+                f" FROM ({query}) u GROUP BY 1, 2",
+                [[t + 1 for t in thresholds], *params],
+            )
+            return {(bucket, state): n for bucket, state, n in cur.fetchall()}
+    return Counter(
+        (bisect_left(thresholds, x), state)
+        for x, state in rows.values_list("effective_ns", "state").iterator()
+    )
+
+
 def lag_of(
-    server: Server,
+    server: Any,
     pending: int,
     head_ns: int | None,
     now: datetime | None = None,
-    missing: int | None = None,
+    missing: int = 0,
 ) -> Lag:
-    """Combine a server's report with the dataset head into its lag and state.
-
-    `missing` defaults to the `missing_updates` annotation of `with_lag`.
-    """
+    """Combine a server's report with the dataset head into its lag and state."""
     now = now or timezone.now()
-    if missing is None:
-        missing = getattr(server, "missing_updates", 0) or 0
     if head_ns is None:
         lag: float | None = 0.0
     elif server.effective_ns is None:
@@ -147,7 +180,7 @@ def lag_of(
     return Lag(pending, lag, state_of(server, pending, now, missing), missing)
 
 
-def rebuild_pending(server: Server) -> bool:
+def rebuild_pending(server: Any) -> bool:
     """True while an admin's rebuild has not been reported done.
 
     A pushed rebuild ends with the agent's next report; a pull agent (no agent URL)
@@ -161,7 +194,7 @@ def rebuild_pending(server: Server) -> bool:
     return server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
 
 
-def state_of(server: Server, pending: int, now: datetime, missing: int = 0) -> str:
+def state_of(server: Any, pending: int, now: datetime, missing: int = 0) -> str:
     """One definition of the state badge, in order of what needs the admin most."""
     if not server.enabled:
         return ServerState.DISABLED
@@ -181,18 +214,9 @@ def state_of(server: Server, pending: int, now: datetime, missing: int = 0) -> s
     return ServerState.OK
 
 
-def pending_for(server: Server) -> int:
-    """Published updates later than the server's effective time (one query)."""
-    rows = published_updates(server.dataset_id)
-    if server.effective_ns is not None:
-        rows = rows.filter(effective_ns__gt=server.effective_ns)
-    return rows.count()
-
-
 def lag_for(server: Server) -> Lag:
-    """The lag of one server (three queries: its pending and missing counts, and the head)."""
-    head = published_updates(server.dataset_id).aggregate(h=Max("effective_ns"))["h"]
-    return lag_of(server, pending_for(server), head, missing=missing_needed(server).count())
+    """The lag of one server (two queries: the dataset heads and its counts)."""
+    return lags_of([server])[server.pk]
 
 
 class ReportError(ValueError):

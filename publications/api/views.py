@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -42,7 +41,7 @@ from publications.api.serializers import (
 from publications.models import Dataset, PublicationEvent, StateObject
 from publications.validation import Upload, check_layout, infer_format, spool, too_large, validate_content
 from servers.models import Server
-from servers.services import count_pending, dataset_heads, lag_of, with_lag
+from servers.services import lags_of
 
 # Multipart framing around the file is small; a body this much over the limit is refused unread.
 MULTIPART_ALLOWANCE = 64 * 1024
@@ -102,11 +101,8 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         event = self.get_object()
-        servers = list(with_lag(Server.objects.filter(dataset_id=event.dataset_id)))
-        count_pending(servers)
-        heads = dataset_heads([event.dataset_id])
-        now = timezone.now()
-        states = {s.pk: lag_of(s, s.pending_updates, heads.get(s.dataset_id), now).state for s in servers}
+        servers = list(Server.objects.filter(dataset_id=event.dataset_id))
+        states = {pk: lag.state for pk, lag in lags_of(servers).items()}
         serializer = PublicationDetailSerializer(event, context={"servers": servers, "states": states})
         return Response(serializer.data)
 

@@ -9,11 +9,14 @@ from rest_framework import serializers
 from publications.api.serializers import iso
 from publications.models import Dataset
 from servers.models import Server
-from servers.services import Lag, lag_of
+from servers.services import Lag, lag_for
+
+
+_DATETIME = serializers.DateTimeField()
 
 
 class ServerSerializer(serializers.ModelSerializer):
-    """A server with its replay lag, computed from `with_lag` + `count_pending` and the dataset heads in the context."""
+    """A server with its replay lag: from the context's `lags` (servers.services.lags_of), else computed."""
 
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
     state = serializers.SerializerMethodField()
@@ -50,12 +53,36 @@ class ServerSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f not in ("name", "dataset", "agent_url")]
 
     def _lag(self, server: Server) -> Lag:
-        cache = self.context.setdefault("lags", {})
-        if server.pk not in cache:
-            heads = self.context.get("heads", {})
-            pending = getattr(server, "pending_updates", 0)
-            cache[server.pk] = lag_of(server, pending, heads.get(server.dataset_id), self.context.get("now"))
-        return cache[server.pk]
+        lags = self.context.setdefault("lags", {})
+        if server.pk not in lags:
+            lags[server.pk] = lag_for(server)
+        return lags[server.pk]
+
+    def to_representation(self, server: Server) -> dict:
+        """The fields of Meta.fields, built directly: a fleet of a thousand servers is listed in one
+        response, and the generic field-by-field walk cost more than every query behind it."""
+        lag = self._lag(server)
+        when = _DATETIME.to_representation
+        return {
+            "id": server.pk,
+            "name": server.name,
+            "dataset": server.dataset.name,
+            "agent_url": server.agent_url,
+            "enabled": server.enabled,
+            "state": lag.state,
+            "pending_updates": lag.pending_updates,
+            "lag_seconds": lag.lag_seconds,
+            "effective_time": iso(server.effective_ns),
+            "last_report_at": when(server.last_report_at),
+            "last_succeeded": server.last_succeeded,
+            "failed_key": server.failed_key,
+            "error": server.last_error,
+            "late_keys": server.late_keys,
+            "missing_updates": lag.missing_updates,
+            "rebuild_requested_at": when(server.rebuild_requested_at),
+            "unreachable_since": when(server.unreachable_since),
+            "created_at": when(server.created_at),
+        }
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_state(self, server: Server) -> str:

@@ -91,6 +91,97 @@ def test_server_shows_pending_updates_lag_and_state(viewer, dataset, two_servers
     assert (web2["pending_updates"], web2["lag_seconds"], web2["state"]) == (3, None, "behind")
 
 
+def image_row(dataset, second: int, state: str = ObjectState.PUBLISHED) -> None:
+    """An image in the registry, `second` after T0."""
+    now = timezone.now()
+    eff = EffectiveTime(T0 + second * 1_000_000_000)
+    StateObject.objects.create(
+        dataset=dataset,
+        key=f"images/{eff.path}/full_image.tgz",
+        kind=ObjectKind.IMAGE,
+        op="image",
+        effective_ns=eff.nanos,
+        state=state,
+        first_seen=now,
+        last_seen=now,
+    )
+
+
+@pytest.mark.django_db
+def test_a_server_that_never_reported_has_what_follows_the_newest_image_pending(viewer, dataset, two_servers):
+    publish_rows(dataset, 0, 10, 25, 30)
+    image_row(dataset, 5, ObjectState.EXPIRED)  # GC'd images are not where a new server starts
+    image_row(dataset, 10)
+    image_row(dataset, 20)
+
+    web2 = viewer.client.get("/api/v1/servers/web2/").json()
+
+    # web2 will start from the image at +20 s and replay +25 and +30.
+    assert (web2["pending_updates"], web2["lag_seconds"], web2["state"]) == (2, None, "behind")
+    listed = {s["name"]: s for s in viewer.client.get("/api/v1/servers/").json()["results"]}
+    assert listed["web2"]["pending_updates"] == 2
+
+
+@pytest.mark.django_db
+def test_listed_lags_agree_with_each_server_counted_alone(viewer, dataset, other_dataset):
+    from servers.services import lag_for
+
+    publish_rows(dataset, *range(0, 60, 3))
+    publish_rows(other_dataset, *range(1, 40, 2))
+    image_row(other_dataset, 20)
+    missing = StateObject.objects.filter(dataset=dataset).order_by("effective_ns")[5]
+    StateObject.objects.filter(pk=missing.pk).update(state=ObjectState.MISSING)
+    for i, offset in enumerate([None, -1, 0, 7, 13, 14, 30, 59, 100]):
+        for ds in (dataset, other_dataset):
+            Server.objects.create(
+                name=f"{ds.name}-{i}",
+                dataset=ds,
+                effective_ns=None if offset is None else T0 + offset * 1_000_000_000,
+                last_report_at=None if offset is None else timezone.now(),
+                last_succeeded=None if offset is None else True,
+            )
+
+    listed = viewer.client.get("/api/v1/servers/?limit=100").json()["results"]
+
+    assert len(listed) == 18
+    for row in listed:
+        lag = lag_for(Server.objects.get(name=row["name"]))
+        assert (row["pending_updates"], row["missing_updates"], row["state"]) == (
+            lag.pending_updates,
+            lag.missing_updates,
+            lag.state,
+        ), row["name"]
+    by_name = {row["name"]: row for row in listed}
+    assert by_name["flood-3"]["pending_updates"] == 16  # +9 .. +57 after +7, but for the missing +15
+    assert by_name["flood-3"]["missing_updates"] == 1 and by_name["flood-3"]["state"] == "failing"
+    assert by_name["flood-0"]["pending_updates"] == 19 and by_name["flood-0"]["missing_updates"] == 0
+    assert by_name["rivers-0"]["pending_updates"] == 10  # after the image at +20: +21 .. +39
+
+
+@pytest.mark.django_db
+def test_server_json_is_what_the_generic_serializer_gives(viewer, dataset, two_servers):
+    from rest_framework import serializers
+
+    from servers.api.serializers import ServerSerializer
+
+    publish_rows(dataset, 0, 10)
+    now = timezone.now()
+    Server.objects.filter(name="web1").update(
+        effective_ns=T0,
+        last_report_at=now,
+        last_succeeded=False,
+        failed_key="updates/x",
+        last_error="boom",
+        late_keys=["updates/late"],
+        rebuild_requested_at=now,
+        unreachable_since=now,
+    )
+    for server in Server.objects.select_related("dataset"):
+        serializer = ServerSerializer(server)
+        assert serializer.data == serializers.ModelSerializer.to_representation(serializer, server)
+        assert list(serializer.data) == ServerSerializer.Meta.fields
+
+
 @pytest.mark.django_db
 def test_server_list_takes_the_same_number_of_queries_for_two_or_twenty_servers(viewer, dataset, two_servers):
     publish_rows(dataset, 0, 1)

@@ -137,10 +137,10 @@ def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, dataset, u
 
 def test_fleet_pending_counts_match_the_lag_service(fleet, dataset, updates, add_server):
     from servers.dashboard import fleet as fleet_sections
-    from servers.services import pending_for
+    from servers.services import lag_for
 
     Server.objects.create(name="newcomer", dataset=dataset)
     add_server(dataset, "between", updates[2].effective_ns + 1)
     rows = {row.server.name: row.lag.pending_updates for s in fleet_sections() for row in s.rows}
-    assert rows == {s.name: pending_for(s) for s in Server.objects.all()}
+    assert rows == {s.name: lag_for(s).pending_updates for s in Server.objects.all()}
     assert rows["between"] == 2 and rows["newcomer"] == 5
