@@ -6,7 +6,7 @@ import secrets
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status
@@ -24,6 +24,7 @@ from jobs.models import JobKind
 from jobs.services import start_job
 from servers.api.filters import ServerFilter
 from servers.api.serializers import (
+    LIST_FIELDS,
     ReportAcceptedSerializer,
     ServerRegisteredSerializer,
     ServerSerializer,
@@ -60,11 +61,12 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     filterset_class = ServerFilter
 
     def get_queryset(self) -> QuerySet[Server]:
-        return Server.objects.select_related("dataset").order_by("dataset__name", "name")
+        return Server.objects.annotate(dataset_name=F("dataset__name")).order_by("dataset__name", "name")
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        rows = list(page if page is not None else self.filter_queryset(self.get_queryset()))
+        listed = self.filter_queryset(self.get_queryset()).values_list(*LIST_FIELDS, named=True)
+        page = self.paginate_queryset(listed)
+        rows = list(page if page is not None else listed)
         data = ServerSerializer(rows, many=True, context=lag_context(self, rows)).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
@@ -96,7 +98,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
             record(
                 actor, "token.issued", agent_user.get_username(), {"token": token.name, "role": Role.AGENT}
             )
-        server = Server.objects.select_related("dataset").get(pk=server.pk)
+        server = self.get_queryset().get(pk=server.pk)
         data = ServerRegisteredSerializer(server, context=lag_context(self, [server])).data
         data["token"] = key
         data["agent_token"] = server.agent_token
