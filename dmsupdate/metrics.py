@@ -24,7 +24,7 @@ class RegistryCollector:
 
     def collect(self) -> Iterator[Metric]:
         from jobs.models import Job
-        from publications.models import PublicationEvent, StateObject
+        from publications.models import Dataset, PublicationEvent, StateObject
         from servers.models import Server
         from servers.services import lags_of
 
@@ -77,8 +77,11 @@ class RegistryCollector:
         objects = GaugeMetricFamily(
             "dmsupdate_objects", "Registry objects by dataset and state", labels=["dataset", "state"]
         )
-        for row in StateObject.objects.values("dataset__name", "state").annotate(n=Count("id")).order_by():
-            objects.add_metric([row["dataset__name"], row["state"]], row["n"])
+        # Grouped on (dataset_id, state) alone, an index-only scan of object_state_idx; names after.
+        names = dict(Dataset.objects.values_list("pk", "name"))
+        counts = StateObject.objects.values_list("dataset_id", "state").annotate(n=Count("*")).order_by()
+        for dataset_id, state_name, n in counts:
+            objects.add_metric([names.get(dataset_id, str(dataset_id)), state_name], n)
         yield objects
 
         from dmsupdate.state.stores import REQUESTS
