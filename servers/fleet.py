@@ -419,6 +419,8 @@ def servers_for(job: Job) -> list[Server]:
 # Database connections the pool threads may hold at once to record answers (bounded, whatever
 # TRIGGER_CONCURRENCY is, so a wide fan-out cannot exhaust PostgreSQL's connection limit).
 RECORDERS = 8
+# How often a trigger job writes its progress (and heartbeat) while answers come in.
+PROGRESS_SECONDS = 1.0
 _recorders = threading.BoundedSemaphore(RECORDERS)
 
 
@@ -475,6 +477,7 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
             pool.submit(_trigger_in_thread, s, kind, job, runs[s.pk], timeout, go): s for s in servers
         }
         go.set()
+        shown = time.monotonic()
         while pending:
             # Wake up now and then even when no server finished, to keep the job's heartbeat fresh.
             done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
@@ -491,7 +494,10 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
                     UpdateRun.objects.filter(pk=runs[server.pk].pk).update(
                         result=RunResult.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
                     )
-            progress(job, int(100 * len(results) / total), f"{len(results)} of {total} servers done")
+            # Answers of a fleet arrive together: one progress write per PROGRESS_SECONDS, not one each.
+            if not pending or time.monotonic() - shown >= PROGRESS_SECONDS:
+                progress(job, int(100 * len(results) / total), f"{len(results)} of {total} servers done")
+                shown = time.monotonic()
     ordered = {name: results[name] for name in sorted(results)}
     result = {"servers": ordered, "summary": summarize(ordered)}
     ok = {name: e.get("effective_after") for name, e in ordered.items() if e["result"] == RunResult.OK}
