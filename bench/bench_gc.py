@@ -22,7 +22,7 @@ def run(objects: int, runs: int) -> dict:
     import boto3
     from django.utils import timezone
 
-    from dmsupdate.state.keys import NANOS, EffectiveTime, format_key, parse_key
+    from dmsupdate.state.keys import NANOS, EffectiveTime, format_key
     from publications import gc
     from publications.models import Dataset, ObjectState, StateObject
 
@@ -43,18 +43,7 @@ def run(objects: int, runs: int) -> dict:
                 name=bucket, s3root=f"s3://{bucket}/dms", s3endpoint=moto.url, gc_grace_hours=1
             )
             StateObject.objects.bulk_create(
-                (
-                    StateObject(
-                        dataset=dataset,
-                        key=k,
-                        state=ObjectState.EXPIRED,
-                        state_changed_at=old,
-                        first_seen=old,
-                        last_seen=old,
-                        **StateObject.fields_from_key(parse_key(k)),
-                    )
-                    for k in keys
-                ),
+                (StateObject.for_key(dataset, k, ObjectState.EXPIRED, old) for k in keys),
                 batch_size=5000,
             )
             moto.calls.clear()

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-from dmsupdate.state.keys import EffectiveTime, StateKey
+from dmsupdate.state.keys import EffectiveTime, StateKey, parse_key
 
 
 class Dataset(models.Model):
@@ -112,6 +112,20 @@ class StateObject(models.Model):
             "arg": parsed.arg or "",
             "format": parsed.format or "",
         }
+
+    @classmethod
+    def for_key(cls, dataset: Dataset, key: str, state: str, when: datetime, **fields) -> StateObject:
+        """An unsaved row of a well-formed key (raises InvalidKey), first seen and in `state` at `when`."""
+        return cls(
+            dataset=dataset,
+            key=key,
+            **cls.fields_from_key(parse_key(key)),
+            state=state,
+            first_seen=when,
+            last_seen=when,
+            state_changed_at=when,
+            **fields,
+        )
 
     @property
     def effective(self) -> EffectiveTime | None:

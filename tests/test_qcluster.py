@@ -24,6 +24,28 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def redis_broker(prefix: str):
+    """A django-q Redis broker on a queue of its own, and the queue's name.
+
+    Other clusters sharing this Redis never take its tasks. Fails the test when Redis
+    does not answer; creates the cache table the clusters' throttles use.
+    """
+    import redis
+    from django.core.management import call_command
+    from django_q.brokers.redis_broker import Redis
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis does not answer at {REDIS_URL}: start it (.ci/run does)")
+    call_command("createcachetable", verbosity=0)
+    queue = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    broker = Redis(list_key=queue)
+    broker.connection = connection
+    return broker, queue
+
+
 def database_url() -> str:
     """The test database, so the worker sees the rows this test commits."""
     db = settings.DATABASES["default"]
@@ -110,21 +132,9 @@ def test_qcluster_on_the_orm_broker_runs_a_queued_job_to_completion(dataset, tmp
 
 
 def test_qcluster_on_the_redis_broker_runs_a_queued_job_to_completion(dataset, tmp_path):
-    import redis
-    from django.core.management import call_command
-    from django_q.brokers.redis_broker import Redis
     from django_q.tasks import async_task
 
-    connection = redis.Redis.from_url(REDIS_URL)
-    try:
-        connection.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: start it (.ci/run does)")
-    call_command("createcachetable", verbosity=0)
-    # A queue of its own: other clusters sharing this Redis never take the task.
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    broker = Redis(list_key=queue)
-    broker.connection = connection
+    broker, queue = redis_broker("test")
     job = Job.objects.create(kind=JobKind.SYNC_STATE, dataset=dataset, params={"full": True})
     async_task("jobs.tasks.run_job_task", job.pk, broker=broker)
     assert broker.queue_size() == 1

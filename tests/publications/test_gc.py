@@ -236,18 +236,7 @@ def test_deletes_go_in_batches_of_a_thousand_keys(file_root, monkeypatch):
     for key in keys:
         store.put_new(key, io.BytesIO(b""), 0)
     old = NOW - timedelta(days=10)
-    StateObject.objects.bulk_create(
-        StateObject(
-            dataset=dataset,
-            key=k,
-            state=ObjectState.EXPIRED,
-            state_changed_at=old,
-            first_seen=old,
-            last_seen=old,
-            **StateObject.fields_from_key(parse_key(k)),
-        )
-        for k in keys
-    )
+    StateObject.objects.bulk_create(StateObject.for_key(dataset, k, ObjectState.EXPIRED, old) for k in keys)
 
     job = start_job(JobKind.GC, dataset=dataset, run_now=True)
 

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from audit.services import verify_chain
 from jobs.models import Job, JobStatus
 from tests.scale.recording import PROBE_KIND
-from tests.test_qcluster import REDIS_URL, database_url, stop_cluster
+from tests.test_qcluster import REDIS_URL, database_url, redis_broker, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERS = 3
@@ -133,18 +133,7 @@ def test_three_clusters_on_the_orm_broker_share_40_jobs_running_each_exactly_onc
 
 
 def test_three_clusters_on_redis_share_40_jobs_running_each_exactly_once(tmp_path):
-    import redis
-    from django_q.brokers.redis_broker import Redis
-
-    connection = redis.Redis.from_url(REDIS_URL)
-    try:
-        connection.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: start it (.ci/run does)")
-    call_command("createcachetable", verbosity=0)
-    queue = f"scale-{uuid.uuid4().hex[:12]}"
-    broker = Redis(list_key=queue)
-    broker.connection = connection
+    broker, queue = redis_broker("scale")
     procs = start_clusters(tmp_path, DMSUPDATE_Q_BROKER=REDIS_URL, DMSUPDATE_Q_QUEUE=queue)
     try:
         wait_running(procs, tmp_path)

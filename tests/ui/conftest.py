@@ -8,9 +8,10 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
-from dmsupdate.state.keys import EffectiveTime, format_key
-from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
+from dmsupdate.state.keys import EffectiveTime
+from publications.models import Dataset, StateObject
 from servers.models import Server, StatusReport
+from tests.factories import register_update
 
 PASSWORD = "correct horse battery staple"
 
@@ -65,37 +66,15 @@ def dataset(db, tmp_path) -> Dataset:
 
 def _publish_updates(dataset: Dataset, count: int, start: EffectiveTime, step_seconds: int = 60) -> list:
     """Register `count` published updates (and their publication events), one every `step_seconds`."""
-    now = timezone.now()
-    objects = []
-    for i in range(count):
-        eff = EffectiveTime(start.nanos + i * step_seconds * 1_000_000_000)
-        key = format_key(eff, "readings", "add", arg=f"http://example.org/graph/{i}", format="ttl")
-        obj = StateObject.objects.create(
-            dataset=dataset,
-            key=key,
-            kind=ObjectKind.UPDATE,
-            op="add",
-            label="readings",
-            effective_ns=eff.nanos,
-            effective_at=eff.to_datetime(),
-            state=ObjectState.PUBLISHED,
+    return [
+        register_update(
+            dataset,
+            EffectiveTime(start.nanos + i * step_seconds * 1_000_000_000),
+            f"http://example.org/graph/{i}",
             size=100 + i,
-            first_seen=now,
-            last_seen=now,
         )
-        PublicationEvent.objects.create(
-            dataset=dataset,
-            object=obj,
-            key=key,
-            source="readings",
-            op="add",
-            effective_ns=eff.nanos,
-            actor="publisher-bot",
-            s3_url=f"{dataset.s3root}/{key}",
-            size=obj.size,
-        )
-        objects.append(obj)
-    return objects
+        for i in range(count)
+    ]
 
 
 @pytest.fixture

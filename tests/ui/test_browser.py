@@ -27,9 +27,10 @@ from django.utils import timezone
 from audit.services import record
 from dmsupdate.state.keys import EffectiveTime, format_key
 from jobs.models import Job, JobKind, JobStatus
-from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
+from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import RunResult, Server, StatusReport, UpdateRun
 from tests.conftest import free_port
+from tests.factories import register_update
 
 pytestmark = [pytest.mark.browser]
 
@@ -99,38 +100,6 @@ def log_in(page, live_server, username: str) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
-
-
-def register_update(dataset: Dataset, eff: EffectiveTime, graph: str, size: int = 120) -> StateObject:
-    """A published update in the registry, with its publication event."""
-    key = format_key(eff, "readings", "add", arg=graph, format="ttl")
-    now = timezone.now()
-    obj = StateObject.objects.create(
-        dataset=dataset,
-        key=key,
-        kind=ObjectKind.UPDATE,
-        op="add",
-        label="readings",
-        effective_ns=eff.nanos,
-        effective_at=eff.to_datetime(),
-        arg=graph,
-        format="ttl",
-        size=size,
-        first_seen=now,
-        last_seen=now,
-    )
-    PublicationEvent.objects.create(
-        dataset=dataset,
-        object=obj,
-        key=key,
-        source="readings",
-        op="add",
-        effective_ns=eff.nanos,
-        actor="publisher-bot (token ci)",
-        s3_url=f"{dataset.s3root}/{key}",
-        size=size,
-    )
-    return obj
 
 
 @pytest.fixture
