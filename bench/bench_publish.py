@@ -190,7 +190,7 @@ def measure(args: argparse.Namespace, total: int, scratch: Path, procs: list[sub
     procs.append(moto_proc)
     web_proc = start(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "dmsupdate.wsgi"]
-        + ["--bind", f"127.0.0.1:{web_port}"] + os.environ.get("BENCH_GUNICORN", "").split(),
+        + ["--bind", f"127.0.0.1:{web_port}"],
         env,
         scratch / "web.log",
     )
