@@ -25,7 +25,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("token is not valid text") from exc
         try:
             # get(), not first(): the key hash is unique, so no ORDER BY to build.
-            token = ApiToken.objects.select_related("user", "server").get(
+            token = ApiToken.objects.select_related("user").get(
                 key_hash=hash_token(key), revoked_at__isnull=True
             )
         except ApiToken.DoesNotExist:
