@@ -107,9 +107,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Parameters bound by the server and statements prepared after a few uses:
     # the registry's hot statements (publication, token lookup, throttle) are
     # parsed and planned once per connection instead of once per request.
+    # Behind a transaction-pooling PgBouncer older than 1.21, turn preparing off.
     DATABASES["default"]["OPTIONS"] = {
         "server_side_binding": True,
-        "prepare_threshold": 5,
+        "prepare_threshold": 5 if env_bool("DMSUPDATE_DB_PREPARED_STATEMENTS", True) else None,
         **DATABASES["default"].get("OPTIONS", {}),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
