@@ -18,5 +18,3 @@ worker_class = "gthread"
 threads = int(os.environ.get("DMSUPDATE_WEB_THREADS") or 4)
 # Clients that publish in a loop reuse their connection.
 keepalive = 5
-# Uploads of up to MAX_UPLOAD_BYTES over slow links; a publication is answered after its upload.
-timeout = 300
