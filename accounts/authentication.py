@@ -23,11 +23,13 @@ class TokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("token is not valid text") from exc
-        token = (
-            ApiToken.objects.select_related("user", "server")
-            .filter(key_hash=hash_token(key), revoked_at__isnull=True)
-            .first()
-        )
+        try:
+            # get(), not first(): the key hash is unique, so no ORDER BY to build.
+            token = ApiToken.objects.select_related("user").get(
+                key_hash=hash_token(key), revoked_at__isnull=True
+            )
+        except ApiToken.DoesNotExist:
+            token = None
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("unknown or revoked token")
         now = timezone.now()

@@ -70,3 +70,15 @@ class ApiToken(models.Model):
         if datasets:
             token.datasets.set(datasets)
         return token, key
+
+
+class ThrottleBucket(models.Model):
+    """How far one caller's request budget is spent (`accounts.throttles`), shared by every web process."""
+
+    ident = models.CharField(max_length=100, primary_key=True)
+    # Epoch seconds up to which the caller's allowance is used; the caller may send
+    # again while this is at most one throttle period ahead of now.
+    spent_until = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.ident} spent until {self.spent_until:.3f}"

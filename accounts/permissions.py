@@ -63,7 +63,7 @@ def check_publish_scope(request: Any, dataset: Any, label: str | None) -> None:
     token = token_of(request)
     if token is None or token.role != Role.PUBLISHER:
         return
-    allowed_ids = {d.pk for d in token.datasets.all()}
+    allowed_ids = scoped_dataset_ids(token)
     if allowed_ids and dataset.pk not in allowed_ids:
         raise exceptions.PermissionDenied(f"this token may not publish to dataset {dataset.name!r}")
     if label is not None and token.labels and label not in token.labels:
@@ -77,8 +77,16 @@ def readable_dataset_ids(request: Any) -> set[int] | None:
     token = token_of(request)
     if token is None or token.role != Role.PUBLISHER:
         return None
-    ids = {d.pk for d in token.datasets.all()}
-    return ids or None
+    return scoped_dataset_ids(token) or None
+
+
+def scoped_dataset_ids(token: ApiToken) -> frozenset[int]:
+    """The datasets a token is limited to (empty: all), read once per request."""
+    ids = getattr(token, "_scoped_dataset_ids", None)
+    if ids is None:
+        ids = frozenset(token.datasets.order_by().values_list("pk", flat=True))
+        token._scoped_dataset_ids = ids  # type: ignore[attr-defined]
+    return ids
 
 
 class ApiViewSet(viewsets.GenericViewSet):

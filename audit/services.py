@@ -34,14 +34,18 @@ def record(
     """Append one event to the chain.
 
     Appends are serialised (advisory lock on PostgreSQL, a write lock on SQLite)
-    so each row's `prev_hash` is the hash of the row before it.
+    so each row's `prev_hash` is the hash of the row before it. Inside a caller's
+    transaction the row commits (or rolls back) with the caller's writes; the lock
+    is held from here to that commit, so callers record last.
     """
     clean = json.loads(json.dumps(details or {}, default=str))
-    with transaction.atomic():
+    # No savepoint: a failed append fails the caller's whole transaction anyway.
+    with transaction.atomic(savepoint=False), connection.cursor() as cur:
         if connection.vendor == "postgresql":
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+        # Read after the lock is granted, so it sees the last append committed.
+        cur.execute(f"SELECT hash FROM {AuditEvent._meta.db_table} ORDER BY id DESC LIMIT 1")
+        last = cur.fetchone()
         event = AuditEvent(
             at=timezone.now(),
             actor=actor[:200],
@@ -49,7 +53,7 @@ def record(
             target=str(target)[:1024],
             request_id=request_id if request_id is not None else current_request_id(),
             details=clean,
-            prev_hash=last or GENESIS,
+            prev_hash=last[0] if last else GENESIS,
         )
         event.hash = event.compute_hash()
         event.save(force_insert=True)

@@ -155,6 +155,7 @@ class PublicationEvent(models.Model):
     # NULL (not "") so the unique constraint only covers publications that sent a key.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
+    # The first answer, replayed for a repeated Idempotency-Key; {} when no key was sent.
     response = models.JSONField(default=dict, blank=True)
 
     class Meta:

@@ -96,20 +96,38 @@ def idempotent(publisher: Publisher, key: str | None, print_: str) -> Iterator[d
 def allocate_time(dataset: Dataset) -> EffectiveTime:
     """The next effective time of a dataset: now, but strictly after every one given before.
 
-    Runs inside the caller's transaction with the Dataset row locked, so
-    concurrent publications are serialised here and get distinct times.
+    Runs inside the caller's transaction. One UPDATE reads and advances the
+    dataset's last time; its row lock is held until the caller commits, so
+    concurrent publications are serialised here and get distinct times (a
+    waiting UPDATE re-reads the row the first one committed).
     """
-    locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
-    nanos = max(time.time_ns(), locked.last_effective_ns + 1)
-    Dataset.objects.filter(pk=dataset.pk).update(last_effective_ns=nanos)
-    return EffectiveTime(nanos)
+    nanos = time.time_ns()
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {Dataset._meta.db_table} SET last_effective_ns = CASE"
+            " WHEN last_effective_ns >= %s THEN last_effective_ns + 1 ELSE %s END"
+            " WHERE id = %s RETURNING last_effective_ns",
+            [nanos, nanos, dataset.pk],
+        )
+        (allocated,) = cur.fetchone()
+    return EffectiveTime(allocated)
+
+
+_response_serializer = None
 
 
 def response_of(event: PublicationEvent) -> dict:
-    """The JSON a publication answers with (and replays for a repeated Idempotency-Key)."""
-    from publications.api.serializers import PublicationSerializer
+    """The JSON a publication answers with (and replays for a repeated Idempotency-Key).
 
-    return json.loads(json.dumps(PublicationSerializer(event).data, default=str))
+    One serializer instance serves every publication of the process: building a
+    ModelSerializer's fields costs more than the rest of the answer.
+    """
+    global _response_serializer
+    if _response_serializer is None:
+        from publications.api.serializers import PublicationSerializer
+
+        _response_serializer = PublicationSerializer()
+    return json.loads(json.dumps(_response_serializer.to_representation(event), default=str))
 
 
 def publish_upload(
@@ -191,7 +209,6 @@ def publish_upload(
         # object stays `unpublished`, for GC.
         raise ApiError("idempotency_conflict", f"Idempotency-Key {idempotency_key!r} is in use", 409) from exc
     trigger_servers(dataset, publisher)
-    event.refresh_from_db()
     return event
 
 
@@ -209,12 +226,10 @@ def _mark_published(
     """Mark the verified object published with its event and audit row, in one transaction."""
     dataset = obj.dataset
     with transaction.atomic():
+        obj.state, obj.etag, obj.state_changed_at = ObjectState.PUBLISHED, info.etag or "", timezone.now()
         StateObject.objects.filter(pk=obj.pk).update(
-            state=ObjectState.PUBLISHED,
-            etag=info.etag or "",
-            state_changed_at=timezone.now(),
+            state=obj.state, etag=obj.etag, state_changed_at=obj.state_changed_at
         )
-        obj.refresh_from_db()
         event = PublicationEvent.objects.create(
             dataset=dataset,
             object=obj,
@@ -320,7 +335,6 @@ def record_external(
         _finish(event, publisher)
     if parsed.kind == ObjectKind.UPDATE:
         trigger_servers(dataset, publisher)
-    event.refresh_from_db()
     return event
 
 
@@ -336,9 +350,13 @@ def key_under_root(dataset: Dataset, url: str) -> str:
 
 
 def _finish(event: PublicationEvent, publisher: Publisher) -> None:
-    """Store the publication's response for replays and write its audit row (same transaction)."""
+    """Write the publication's audit row, and its answer for replays of its Idempotency-Key (same transaction).
+
+    Only a keyed publication can be replayed, so only its answer is stored.
+    """
     event.response = response_of(event)
-    event.save(update_fields=["response"])
+    if event.idempotency_key:
+        PublicationEvent.objects.filter(pk=event.pk).update(response=event.response)
     record(
         publisher.actor,
         "publication.recorded" if not event.uploaded else "publication.created",
@@ -360,12 +378,16 @@ def trigger_servers(dataset: Dataset, publisher: Publisher) -> Job | None:
     """Queue an update of the dataset's servers, unless one is already queued (debounce).
 
     A burst of publications gives one job: the queued job, when it runs,
-    sees every publication committed before it starts.
+    sees every publication committed before it starts. Called after the
+    publication committed, so a job seen queued here starts after it; only
+    starting a job takes the dataset's lock (one start per burst).
     """
     from jobs.services import start_job
 
+    queued = Job.objects.filter(kind=JobKind.UPDATE_ALL, dataset=dataset, status=JobStatus.QUEUED)
+    if queued.exists():
+        return None
     with _advisory_lock(_TRIGGER_LOCK, str(dataset.pk)):
-        queued = Job.objects.filter(kind=JobKind.UPDATE_ALL, dataset=dataset, status=JobStatus.QUEUED)
         if queued.exists():
             return None
         return start_job(

@@ -126,3 +126,21 @@ def test_ruff_finds_nothing_to_complain_about():
     out = run(["-m", "ruff", "check", "--no-cache", "."])
 
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_web_tier_runs_threaded_workers_sized_from_the_environment(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("DMSUPDATE_WEB_WORKERS", "3")
+    monkeypatch.setenv("DMSUPDATE_WEB_THREADS", "6")
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (config["worker_class"], config["workers"], config["threads"]) == ("gthread", 3, 6)
+    monkeypatch.delenv("DMSUPDATE_WEB_WORKERS")
+    monkeypatch.delenv("DMSUPDATE_WEB_THREADS")
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert config["workers"] == 2 * os.cpu_count() and config["threads"] == 4
+
+
+def test_database_connections_persist_between_requests_and_are_checked_before_reuse(settings):
+    database = settings.DATABASES["default"]
+    assert database["CONN_MAX_AGE"] > 0 and database["CONN_HEALTH_CHECKS"] is True

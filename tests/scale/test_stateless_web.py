@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @dataclass
 class WebProcess:
-    """One gunicorn process (with its own workers) and its base URL."""
+    """One gunicorn process (the documented configuration, two workers) and its base URL."""
 
     url: str
     proc: subprocess.Popen
@@ -65,7 +65,7 @@ def production_env(var_dir: Path) -> dict[str, str]:
 def start_gunicorn(env: dict[str, str], log: Path) -> WebProcess:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "dmsupdate.wsgi:application"]
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "dmsupdate.wsgi"]
         + ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"],
         cwd=ROOT,
         env=env,
