@@ -70,7 +70,9 @@ class StateObject(models.Model):
     """One key under a dataset's state root, parsed, with its checksums and lifecycle state."""
 
     # No index of its own: every query by dataset uses one of the indexes below, which start with it.
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="state_objects", db_index=False)
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="state_objects", db_index=False
+    )
     # Compared in byte order, as S3 lists keys (on PostgreSQL, `COLLATE "C"` set by migration 0003):
     # sync_state reconciles each listed page with the registry rows of the same key range.
     key = models.CharField(max_length=1024)
