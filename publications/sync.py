@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -335,6 +335,42 @@ def _registry_rows(dataset: Dataset, after: str | None, first: str, last: str) -
             low, op = rows[-1][1], ">"
 
 
+class _PlannerStatistics:
+    """ANALYZE the registry table as a sync grows it, so range scans keep using the (dataset, key) index.
+
+    A first sync of a large root starts from an empty table: until autovacuum
+    catches up, the planner believes the dataset has a handful of rows and
+    answers each batch's range scan by reading all of them, which makes the run
+    quadratic. Analyzing each time the table has doubled costs a few
+    ANALYZE runs per million keys.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = connection.vendor == "postgresql"
+        self.pending = 0
+        self.rows = 0
+        if self.enabled:
+            with connection.cursor() as cur:
+                cur.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [self.table])
+                row = cur.fetchone()
+            self.rows = max(0, int(row[0])) if row else 0
+
+    @property
+    def table(self) -> str:
+        return StateObject._meta.db_table
+
+    def inserted(self, count: int) -> None:
+        """Note `count` committed new rows; analyze when the table has grown by what it held."""
+        if not self.enabled:
+            return
+        self.pending += count
+        if self.pending >= max(5 * BATCH, self.rows):
+            with connection.cursor() as cur:
+                cur.execute(f"ANALYZE {self.table}")
+            self.rows += self.pending
+            self.pending = 0
+
+
 @contextmanager
 def _batch_writer(
     dataset: Dataset, result: SyncResult, on_batch: Callable[[SyncResult], None] | None
@@ -350,9 +386,14 @@ def _batch_writer(
     committed = dataset.sync_cursor
     previous_full_sync = dataset.last_full_sync_at
 
+    statistics: _PlannerStatistics | None = None
+
     def write(changes: _Changes) -> None:
-        nonlocal committed
+        nonlocal committed, statistics
+        if statistics is None:  # on the connection that writes
+            statistics = _PlannerStatistics()
         missing = _write_batch(dataset, changes, committed, result.started_at, previous_full_sync)
+        statistics.inserted(len(changes.fresh))
         if changes.cursor is not None:
             committed = dataset.sync_cursor = changes.cursor
         result.listed += changes.listed
@@ -441,9 +482,30 @@ def _write_batch(
 ) -> int:
     """Write one batch's changes and its cursor in one transaction; return how many rows went missing."""
     now = timezone.now()
+    try:
+        return _write_changes(dataset, changes, committed_cursor, started_at, previous_full_sync, now)
+    except IntegrityError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+    # A publication registered one of the new keys since the comparison read its range:
+    # write the batch again, skipping the keys that exist now.
+    return _write_changes(
+        dataset, changes, committed_cursor, started_at, previous_full_sync, now, skip_existing=True
+    )
+
+
+def _write_changes(
+    dataset: Dataset,
+    changes: _Changes,
+    committed_cursor: str,
+    started_at: datetime,
+    previous_full_sync: datetime | None,
+    now: datetime,
+    skip_existing: bool = False,
+) -> int:
     missing = 0
     with transaction.atomic():
-        _insert(dataset, changes.fresh, now)
+        _insert(dataset, changes.fresh, now, skip_existing)
         if changes.changed:
             StateObject.objects.bulk_update(
                 [
@@ -462,6 +524,7 @@ def _write_batch(
 
 
 _TABLE = StateObject._meta.db_table
+_UNIQUE_VIOLATION = "23505"  # SQLSTATE
 # The columns of a new registry row that come from its key and the listing, in the order of `_new_row`'s tuples.
 _FRESH_COLUMNS = (
     "key",
@@ -478,7 +541,10 @@ _FRESH_COLUMNS = (
     "error",
 )
 _STATE = _FRESH_COLUMNS.index("state")
-# Their PostgreSQL types, for the binary COPY of new rows (varchar columns take `text`).
+# PostgreSQL types for the binary COPY of new rows (varchar columns take `text`): the
+# columns `_insert` fills for the whole batch (dataset_id, sha256, first_seen, last_seen,
+# state_changed_at), then `_FRESH_COLUMNS`.
+_CONSTANT_TYPES = ["int8", "text", "timestamptz", "timestamptz", "timestamptz"]
 _FRESH_TYPES = [
     "text",
     "text",
@@ -522,12 +588,16 @@ def _new_row(info: ObjectInfo) -> tuple:
 _PUBLISHED, _INVALID, _OTHER = str(ObjectState.PUBLISHED), str(ObjectState.INVALID), str(ObjectKind.OTHER)
 
 
-def _insert(dataset: Dataset, rows: list[tuple], now: datetime) -> None:
-    """Insert new registry rows, skipping keys a publication registered since they were read.
+def _insert(dataset: Dataset, rows: list[tuple], now: datetime, skip_existing: bool = False) -> None:
+    """Insert new registry rows; `skip_existing`: leave out keys that have a row already.
 
-    On PostgreSQL the rows go through COPY into a temporary table and one
-    INSERT ... ON CONFLICT DO NOTHING: building a 1,000-row INSERT statement
-    in Python cost more than listing the keys. Runs inside the batch's transaction.
+    On PostgreSQL the rows go straight into the table by binary COPY: an
+    INSERT statement of 1,000 rows cost more in Python than listing the keys,
+    and COPY through a temporary table and INSERT ... ON CONFLICT cost the
+    database a third more. A key registered meanwhile makes the COPY fail
+    (the unique constraint), and the caller writes the batch again with
+    `skip_existing` (INSERT ... ON CONFLICT DO NOTHING). Runs inside the
+    batch's transaction.
     """
     if not rows:
         return
@@ -538,30 +608,21 @@ def _insert(dataset: Dataset, rows: list[tuple], now: datetime) -> None:
         "last_seen": now,
         "state_changed_at": now,
     }
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or skip_existing:
         objects = [StateObject(**constant, **dict(zip(_FRESH_COLUMNS, row, strict=True))) for row in rows]
         StateObject.objects.bulk_create(objects, ignore_conflicts=True)
         return
-    columns = ", ".join(_FRESH_COLUMNS)
-    with connection.cursor() as cur:
-        # Created once per database session, emptied before each use: a caller's
-        # enclosing transaction (a test, a management command) may span many batches.
-        cur.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS sync_new_objects ON COMMIT DELETE ROWS"
-            f" AS SELECT {columns} FROM {_TABLE} WITH NO DATA"
-        )
-        cur.execute("TRUNCATE sync_new_objects")
-        # Binary COPY: a fifth of the Python time of the text format per row.
-        with cur.cursor.copy(f"COPY sync_new_objects ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_FRESH_TYPES)
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(
-            f"INSERT INTO {_TABLE} ({', '.join(constant)}, {columns})"
-            f" SELECT {', '.join(['%s'] * len(constant))}, {columns} FROM sync_new_objects"
-            f" ON CONFLICT DO NOTHING",
-            list(constant.values()),
-        )
+    columns = ", ".join([*constant, *_FRESH_COLUMNS])
+    first = tuple(constant.values())
+    # The wrapper turns psycopg's errors into Django's (IntegrityError), as for any query.
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cur,
+        cur.cursor.copy(f"COPY {_TABLE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(_CONSTANT_TYPES + _FRESH_TYPES)
+        for row in rows:
+            copy.write_row(first + row)
 
 
 def _restore(ids: list[int], now: datetime) -> None:

@@ -634,3 +634,45 @@ def test_a_write_error_on_the_writer_connection_stops_the_sync_before_the_cursor
     assert StateObject.objects.count() == 2 * sync.BATCH
     monkeypatch.setattr(sync, "_write_batch", real_write)
     assert sync_dataset(dataset).new == len(keys) - 2 * sync.BATCH
+
+
+def sync_with_a_publication_meanwhile(root, monkeypatch) -> tuple[list[str], Dataset]:
+    """Sync five keys while a publication registers one of them between the comparison and the write."""
+    keys = [update_key(i) for i in range(5)]
+    put_objects(root, keys)
+    dataset = make_dataset(root)
+    real_compare = sync._compare
+
+    def publication_meanwhile(*args):
+        changes = real_compare(*args)
+        now = timezone.now()
+        StateObject.objects.create(
+            dataset=dataset,
+            key=keys[2],
+            kind=ObjectKind.UPDATE,
+            sha256="ab" * 32,
+            first_seen=now,
+            last_seen=now,
+        )
+        return changes
+
+    monkeypatch.setattr(sync, "_compare", publication_meanwhile)
+    sync_dataset(dataset)
+    return keys, dataset
+
+
+def test_a_key_registered_by_a_publication_during_the_sync_keeps_its_row(file_root, monkeypatch):
+    keys, dataset = sync_with_a_publication_meanwhile(file_root, monkeypatch)
+
+    rows = StateObject.objects.filter(dataset=dataset)
+    assert sorted(rows.values_list("key", flat=True)) == keys
+    assert rows.get(key=keys[2]).sha256 == "ab" * 32
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_registered_during_a_sync_writing_on_its_own_connection_keeps_its_row(file_root, monkeypatch):
+    keys, dataset = sync_with_a_publication_meanwhile(file_root, monkeypatch)
+
+    rows = StateObject.objects.filter(dataset=dataset)
+    assert sorted(rows.values_list("key", flat=True)) == keys
+    assert rows.get(key=keys[2]).sha256 == "ab" * 32
