@@ -257,7 +257,8 @@ def parse_key_parts(key: str) -> KeyParts:
 
 
 def _from_match(key: str, kind: str, m: re.Match[str]) -> KeyParts:
-    op, arg_raw, fmt = m.group("op"), m.group("arg"), m.group("format") or ""
+    label, op, arg_raw, fmt, date, time = m.group("label", "op", "arg", "format", "date", "time")
+    fmt = fmt or ""
     allowed_ops = UPDATE_OPS if kind == "update" else IMAGE_OPS
     if op not in allowed_ops:
         raise InvalidKey(f"unknown op {op!r} in {key!r}")
@@ -269,8 +270,7 @@ def _from_match(key: str, kind: str, m: re.Match[str]) -> KeyParts:
     if not needs_arg and arg_raw is not None:
         raise InvalidKey(f"{op} takes no argument in {key!r}")
     arg = _unquote_arg(arg_raw) if arg_raw else None
-    nanos = _parse_nanos(m.group("date"), m.group("time"))
-    return KeyParts(kind, op, m.group("label"), nanos, arg, fmt or None)
+    return KeyParts(kind, op, label, _parse_nanos(date, time), arg, fmt or None)
 
 
 def format_key(
