@@ -9,10 +9,13 @@ marks keys gone from the root `missing` and brings back missing keys that
 reappear; the scheduler runs one a day, and it is what finds late arrivals
 written below the cursor and stray keys outside `images/` and `updates/`.
 
-Rows are written in batches of BATCH keys, each batch in one transaction
-together with the cursor it covers, so memory is bounded by the batch size and
-a crash never skips a key (the next run lists again from the last committed
-cursor). Two runs on one dataset never overlap (a PostgreSQL advisory lock).
+Each listed batch of BATCH keys is compared with the registry rows of its key
+range, read by one range scan of the (dataset, key) index, which holds keys in
+the listing's byte order: only new, changed, returning and vanished keys are
+written. Each batch is written in one transaction together with the cursor it
+covers, so memory is bounded by the batch size and a crash never skips a key
+(the next run lists again from the last committed cursor). Two runs on one
+dataset never overlap (a PostgreSQL advisory lock).
 """
 
 from __future__ import annotations
