@@ -69,7 +69,12 @@ class ObjectKind(models.TextChoices):
 class StateObject(models.Model):
     """One key under a dataset's state root, parsed, with its checksums and lifecycle state."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="state_objects")
+    # No index of its own: every query by dataset uses one of the indexes below, which start with it.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="state_objects", db_index=False
+    )
+    # Compared in byte order, as S3 lists keys (on PostgreSQL, `COLLATE "C"` set by migration 0003):
+    # sync_state reconciles each listed page with the registry rows of the same key range.
     key = models.CharField(max_length=1024)
     kind = models.CharField(max_length=16, choices=ObjectKind.choices)
     op = models.CharField(max_length=16, blank=True)
@@ -92,7 +97,13 @@ class StateObject(models.Model):
         indexes = [
             # The lag query: published updates of a dataset after an effective time.
             models.Index(fields=["dataset", "kind", "state", "effective_ns"], name="object_lag_idx"),
-            models.Index(fields=["dataset", "state"], name="object_state_idx"),
+            # Rows in the rarer states (missing, invalid, expired, unpublished: the objects page's
+            # filters, GC): most rows are published, and not indexing them keeps inserts cheap.
+            models.Index(
+                fields=["dataset", "state"],
+                name="object_state_idx",
+                condition=~models.Q(state=ObjectState.PUBLISHED),
+            ),
         ]
         ordering = ["dataset", "key"]
 
@@ -130,6 +141,19 @@ class StateObject(models.Model):
     @property
     def effective(self) -> EffectiveTime | None:
         return EffectiveTime(self.effective_ns) if self.effective_ns is not None else None
+
+    @property
+    def seen_at(self) -> datetime:
+        """When a listing or a publication last saw the key (the objects page's "Last seen", the API's `last_seen`).
+
+        A full sync confirms every key it lists without rewriting its row:
+        a key that is neither missing nor deleted was seen by the dataset's
+        last full sync, if that is later than the row's own `last_seen`.
+        """
+        if self.state in (ObjectState.MISSING, ObjectState.DELETED):
+            return self.last_seen
+        full = self.dataset.last_full_sync_at
+        return max(self.last_seen, full) if full else self.last_seen
 
     @property
     def url(self) -> str:

@@ -175,6 +175,7 @@ class StateObjectSerializer(serializers.ModelSerializer):
     effective_time = serializers.SerializerMethodField()
     graph = serializers.SerializerMethodField()
     component = serializers.SerializerMethodField()
+    last_seen = serializers.DateTimeField(source="seen_at", read_only=True)
 
     class Meta:
         model = StateObject
