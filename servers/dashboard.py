@@ -23,7 +23,7 @@ from django.utils import timezone
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import Server, ServerState, StatusReport
-from servers.services import Heads, Lag, datasets_with_heads, lag_of, replay_start
+from servers.services import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
 
 # Pending updates are counted up to this many per server on the fleet page and shown
 # as "1,000+" beyond: the page reads each dataset's newest update times once and
@@ -202,21 +202,7 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
 
 # What the fleet page reads of each server: its state inputs (servers.services.state_of)
 # and what the row shows; not the reported key lists' full content beyond late_keys.
-FLEET_FIELDS = (
-    "name",
-    "dataset_id",
-    "enabled",
-    "agent_url",
-    "effective_ns",
-    "last_report_at",
-    "last_succeeded",
-    "failed_key",
-    "last_error",
-    "late_keys",
-    "unreachable_since",
-    "unreachable_error",
-    "rebuild_requested_at",
-)
+FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error")
 
 # Sparklines change at most hourly in shape; the fleet page polls every few seconds,
 # so the rendered lines are kept this long instead of re-reading a day of reports.

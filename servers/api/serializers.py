@@ -10,27 +10,11 @@ from rest_framework import serializers
 from publications.api.serializers import iso
 from publications.models import Dataset
 from servers.models import Server
-from servers.services import Lag, lag_for
+from servers.services import LAG_FIELDS, Lag, lag_for
 
 # What the server list reads of each server (named rows, not model instances): the output
 # fields and what servers.services.state_of needs.
-LIST_FIELDS = (
-    "pk",
-    "dataset_id",
-    "dataset_name",
-    "name",
-    "agent_url",
-    "enabled",
-    "effective_ns",
-    "last_report_at",
-    "last_succeeded",
-    "failed_key",
-    "last_error",
-    "late_keys",
-    "rebuild_requested_at",
-    "unreachable_since",
-    "created_at",
-)
+LIST_FIELDS = ("pk", "name", "dataset_name", *LAG_FIELDS, "failed_key", "last_error", "created_at")
 
 
 class ServerSerializer(serializers.ModelSerializer):
