@@ -295,6 +295,10 @@ def test_server_list_filters_by_dataset_and_enabled(viewer, dataset, other_datas
     disabled = viewer.client.get("/api/v1/servers/", {"enabled": "false"}).json()
     assert [s["name"] for s in flood["results"]] == ["web1", "web2"]
     assert [(s["name"], s["state"]) for s in disabled["results"]] == [("river1", "disabled")]
+    enabled = viewer.client.get("/api/v1/servers/", {"enabled": "1"}).json()
+    assert [s["name"] for s in enabled["results"]] == ["web1", "web2"]
+    unclear = viewer.client.get("/api/v1/servers/", {"enabled": "maybe"})
+    assert unclear.status_code == 400 and "enabled" in unclear.json()["fields"]
 
 
 def test_a_pull_agent_learns_of_a_rebuild_from_the_report_answer_and_stays_rebuilding_until_it_rebuilt(
