@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Role
 from audit.models import AuditEvent
 from audit.services import record, verify_chain
-from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
+from dmsupdate.state.keys import EffectiveTime, format_key
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications import backup
@@ -45,16 +45,8 @@ def registry(any_root):
     )
     now = timezone.now()
     key = format_key(EffectiveTime.now(), "readings", "add", "http://example.org/g", "ttl")
-    obj = StateObject.objects.create(
-        dataset=dataset,
-        key=key,
-        size=10,
-        sha256="ab" * 32,
-        first_seen=now,
-        last_seen=now,
-        state=ObjectState.PUBLISHED,
-        **StateObject.fields_from_key(parse_key(key)),
-    )
+    obj = StateObject.for_key(dataset, key, ObjectState.PUBLISHED, now, size=10, sha256="ab" * 32)
+    obj.save()
     PublicationEvent.objects.create(
         dataset=dataset,
         object=obj,

@@ -224,21 +224,27 @@ def test_full_sync_finds_a_late_arrival_written_below_the_cursor(any_root):
     assert StateObject.objects.filter(key=update_key(3), state=ObjectState.PUBLISHED).exists()
 
 
+def fail_batch_write(monkeypatch, nth: int, message: str):
+    """Make the `nth` batch write raise RuntimeError(message); returns the real writer."""
+    real_write = sync._write_batch
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == nth:
+            raise RuntimeError(message)
+        return real_write(*args)
+
+    monkeypatch.setattr(sync, "_write_batch", failing)
+    return real_write
+
+
 def test_a_crash_mid_sync_never_moves_the_cursor_past_unwritten_keys(any_root, monkeypatch):
     monkeypatch.setattr(sync, "BATCH", 100)
     keys = [update_key(i) for i in range(250)]
     put_objects(any_root, keys)
     dataset = make_dataset(any_root)
-    real_write = sync._write_batch
-    calls = []
-
-    def crash_on_second_batch(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("worker killed")
-        return real_write(*args)
-
-    monkeypatch.setattr(sync, "_write_batch", crash_on_second_batch)
+    real_write = fail_batch_write(monkeypatch, 2, "worker killed")
     with pytest.raises(RuntimeError):
         sync_dataset(dataset)
     dataset.refresh_from_db()
@@ -617,16 +623,7 @@ def test_a_write_error_on_the_writer_connection_stops_the_sync_before_the_cursor
     keys = [update_key(i) for i in range(450)]
     put_objects(file_root, keys)
     dataset = make_dataset(file_root)
-    real_write = sync._write_batch
-    calls = []
-
-    def fail_on_third_batch(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("database went away")
-        return real_write(*args)
-
-    monkeypatch.setattr(sync, "_write_batch", fail_on_third_batch)
+    real_write = fail_batch_write(monkeypatch, 3, "database went away")
     with pytest.raises(RuntimeError, match="database went away"):
         sync_dataset(dataset)
 
