@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "API tokens and roles"
 
     def ready(self) -> None:
-        from accounts import schema, signals  # noqa: F401 - schema extension and login-failure receiver
+        from accounts import schema  # noqa: F401 - the API schema's token authentication

@@ -2,7 +2,7 @@
 
 Each API view names, per action, the roles allowed to call it (`roles`);
 `RolePermission` enforces the table. Publishers may further be limited to
-datasets and labels by their token (`check_publish_scope`).
+datasets and labels by their token (`publish_scope`).
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import DataError
-from rest_framework import exceptions, viewsets
+from rest_framework import viewsets
 from rest_framework.permissions import BasePermission
 
 from accounts.models import ApiToken, Role
 from accounts.roles import role_of
+from accounts.scopes import UNLIMITED, PublishScope
 from dmsupdate.api import ApiError
 
 READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.PUBLISHER})
@@ -55,21 +56,12 @@ class RolePermission(BasePermission):
         return False
 
 
-def check_publish_scope(request: Any, dataset: Any, label: str | None) -> None:
-    """Refuse (403) a publication outside the publisher token's datasets or labels.
-
-    `label=None` checks the dataset only (the label is not known yet).
-    """
+def publish_scope(request: Any) -> PublishScope:
+    """The datasets and labels the caller may publish to (a publisher token's scope; others: unlimited)."""
     token = token_of(request)
     if token is None or token.role != Role.PUBLISHER:
-        return
-    allowed_ids = scoped_dataset_ids(token)
-    if allowed_ids and dataset.pk not in allowed_ids:
-        raise exceptions.PermissionDenied(f"this token may not publish to dataset {dataset.name!r}")
-    if label is not None and token.labels and label not in token.labels:
-        raise exceptions.PermissionDenied(
-            f"this token may publish only with the labels {', '.join(token.labels)}, not {label!r}"
-        )
+        return UNLIMITED
+    return PublishScope(scoped_dataset_ids(token), tuple(token.labels or ()))
 
 
 def readable_dataset_ids(request: Any) -> set[int] | None:

@@ -7,10 +7,9 @@ import hashlib
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-
-from audit.services import record
 
 
 def _limits() -> tuple[int, int]:
@@ -22,6 +21,16 @@ def _counters(ip: str, username: str) -> list[str]:
     # Hashed so any username (spaces, unicode, 150 chars) makes a valid cache key.
     name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
     return [f"login-failures:ip:{ip}", f"login-failures:user:{name}"]
+
+
+def _refused(form: AuthenticationForm, username: str, reason: str) -> None:
+    """Tell the audit log (audit.receivers) why this login was refused."""
+    user_login_failed.send(
+        sender=ThrottledAuthenticationForm,
+        credentials={"username": username},
+        request=form.request,
+        reason=reason,
+    )
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):
@@ -38,7 +47,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         limit, lockout = _limits()
         keys = _counters(ip, username)
         if any((cache.get(key) or 0) >= limit for key in keys):
-            record("anonymous", "login.throttled", username, {"ip": ip})
+            _refused(self, username, "throttled")
             raise ValidationError(
                 self.error_messages["throttled"],
                 code="throttled",
@@ -54,7 +63,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                         cache.incr(key)
                     except ValueError:
                         cache.set(key, 1, lockout)
-            record("anonymous", "login.failed", username, {"ip": ip, "reason": exc.error_list[0].code})
+            _refused(self, username, exc.error_list[0].code or "invalid_login")
             raise
 
 

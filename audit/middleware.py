@@ -6,7 +6,8 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from django.http import HttpRequest, HttpResponse
 
@@ -19,9 +20,14 @@ def current_request_id() -> str:
     return _request_id.get()
 
 
-def set_request_id(value: str) -> contextvars.Token:
-    """Bind an id for the current context (used by background jobs)."""
-    return _request_id.set(value)
+@contextmanager
+def request_id_scope(value: str) -> Iterator[None]:
+    """Bind an id for the code run inside (background jobs use `job-{id}`); the previous one after."""
+    token = _request_id.set(value)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
 
 
 class RequestIdMiddleware:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
+from accounts.access import operator_required, page
 from audit.models import AuditEvent
-from dmsupdate.web import day_range, keyset_page, operator_required, page, text_param
+from dmsupdate.web import day_range, keyset_page, text_param
 
 
 @operator_required

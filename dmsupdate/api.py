@@ -13,7 +13,29 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from dmsupdate.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StoreFailed,
+    TooLarge,
+    Unavailable,
+)
+
 log = logging.getLogger(__name__)
+
+# The one place domain errors become HTTP statuses.
+STATUS_OF: dict[type[DomainError], int] = {
+    Invalid: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    StoreFailed: 502,
+    Unavailable: 503,
+}
 
 
 class ApiError(exceptions.APIException):
@@ -24,6 +46,15 @@ class ApiError(exceptions.APIException):
         self.status_code = status_code
         self.headers = headers or {}
         super().__init__(detail=detail, code=code)
+
+
+def from_domain(exc: DomainError) -> ApiError:
+    """The API refusal of a service's domain error (status from STATUS_OF, Retry-After when given)."""
+    status_code = next((code for cls, code in STATUS_OF.items() if isinstance(exc, cls)), 400)
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+    return ApiError(exc.code, exc.detail, status_code, headers)
 
 
 def _code(exc: Exception) -> str:
@@ -62,6 +93,8 @@ def _detail(data: Any) -> str:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF exception handler giving the contract's error body for every failure."""
+    if isinstance(exc, DomainError):
+        exc = from_domain(exc)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.messages)
     if isinstance(exc, Http404):

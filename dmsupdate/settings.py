@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "jobs",
     "publications",
     "servers",
+    "operations",
 ]
 
 MIDDLEWARE = [
@@ -89,6 +90,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The tags every app's pages use (badge, reltime, ...); apps add their own libraries.
+            "libraries": {"dashboard": "dmsupdate.templatetags.dashboard"},
         },
     },
 ]

@@ -1,10 +1,10 @@
-"""URL map: dashboard, admin, REST API v1, health check."""
+"""URL map: every app's dashboard pages and REST API v1, the admin, health check, metrics and error pages."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dmsupdate import metrics, views
+from operations import metrics, views
 
 api_v1 = [
     path("", include("publications.api.urls")),
@@ -21,9 +21,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("", include("servers.urls")),
+    path("", include("accounts.urls")),
+    path("", include("publications.urls")),
+    path("", include("jobs.urls")),
+    path("", include("audit.urls")),
 ]
 
 # JSON for /api/, HTML pages for the dashboard.
-handler403 = "servers.views.forbidden"
-handler404 = "servers.views.not_found"
-handler500 = "servers.views.server_error"
+handler403 = "operations.views.forbidden"
+handler404 = "operations.views.not_found"
+handler500 = "operations.views.server_error"

@@ -5,23 +5,28 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from dmsupdate.choices import ColouredChoices
+
 
 class JobKind(models.TextChoices):
-    UPDATE = "update"
-    UPDATE_ALL = "update_all"
-    REBUILD = "rebuild"
-    GC = "gc"
-    BUILD_IMAGE = "build_image"
-    SYNC_STATE = "sync_state"
-    BACKUP = "backup"
-    RESTORE = "restore"
+    """What a job does; each kind's runner is registered by the app that owns it (jobs.registry)."""
+
+    UPDATE = "update", "Update"
+    UPDATE_ALL = "update_all", "Update all"
+    REBUILD = "rebuild", "Rebuild"
+    GC = "gc", "GC"
+    BUILD_IMAGE = "build_image", "Build image"
+    SYNC_STATE = "sync_state", "Sync state"
+    BACKUP = "backup", "Backup"
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+class JobStatus(ColouredChoices):
+    """Where a job is in its life."""
+
+    QUEUED = "queued", "info", "queued"
+    RUNNING = "running", "info", "running"
+    SUCCEEDED = "succeeded", "good", "succeeded"
+    FAILED = "failed", "bad", "failed"
 
 
 class Job(models.Model):
@@ -56,6 +61,11 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk} {self.status}"
+
+    @property
+    def is_gc_dry_run(self) -> bool:
+        """A GC that only listed what it would delete (its result page offers the real GC)."""
+        return self.kind == JobKind.GC and (self.params or {}).get("dry_run") is True
 
     @property
     def finished(self) -> bool:

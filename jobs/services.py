@@ -1,35 +1,25 @@
 """Starting background jobs and reporting their progress.
 
 A job is a row (what, for whom, progress, result) plus a django-q2 task that
-runs it. Runners are plain functions `run(job) -> dict` named in RUNNERS; the
-dict becomes the job's result. Every start and end is written to the audit log.
+runs it. Runners are plain functions `run(job) -> dict` that each app registers
+for its kinds (jobs.registry); the dict becomes the job's result. Every start
+and end is written to the audit log.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
-from importlib import import_module
 from typing import Any
 
 from django.utils import timezone
 
+from audit.middleware import request_id_scope
 from audit.services import record
-from jobs.models import Job, JobKind, JobStatus
+from jobs.models import Job, JobStatus
+from jobs.registry import registered, runner_of
 
 log = logging.getLogger(__name__)
-
-# kind -> "module:function"; each runner takes the Job and returns its result dict.
-RUNNERS: dict[str, str] = {
-    JobKind.UPDATE: "servers.fleet:run_trigger_job",
-    JobKind.UPDATE_ALL: "servers.fleet:run_trigger_job",
-    JobKind.REBUILD: "servers.fleet:run_trigger_job",
-    JobKind.SYNC_STATE: "publications.sync:run_sync_job",
-    JobKind.GC: "publications.gc:run_gc_job",
-    JobKind.BUILD_IMAGE: "publications.images:run_build_image_job",
-    JobKind.BACKUP: "publications.backup:run_backup_job",
-}
 
 
 class JobFailed(Exception):
@@ -54,8 +44,8 @@ def start_job(
 
     With `run_now` the job runs in this process instead (management commands).
     """
-    if kind not in RUNNERS:
-        raise ValueError(f"unknown job kind {kind!r}")
+    if not registered(kind):
+        raise ValueError(f"no runner is registered for job kind {kind!r}")
     job = Job.objects.create(
         kind=kind,
         dataset=dataset,
@@ -86,15 +76,8 @@ def progress(job: Job, percent: int, text: str = "") -> None:
     job.progress, job.progress_text = percent, text
 
 
-def _runner(kind: str) -> Callable[[Job], dict]:
-    module, name = RUNNERS[kind].split(":")
-    return getattr(import_module(module), name)
-
-
 def run_job(job_id: int) -> None:
     """Run one job to its end; a job never stays `running` after its runner returns or raises."""
-    from audit.middleware import set_request_id
-
     claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
     )
@@ -102,21 +85,17 @@ def run_job(job_id: int) -> None:
         log.info("job %s is not queued any more; not running it twice", job_id)
         return
     job = Job.objects.select_related("dataset", "server").get(pk=job_id)
-    token = set_request_id(f"job-{job.pk}")
     target = job.server.name if job.server else (job.dataset.name if job.dataset else "")
-    try:
-        result = _runner(job.kind)(job) or {}
-    except JobFailed as exc:
-        _finish(job, JobStatus.FAILED, exc.result, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a job must end failed, whatever went wrong
-        log.error("job %s failed: %s\n%s", job.pk, exc, traceback.format_exc())
-        _finish(job, JobStatus.FAILED, {}, f"{exc.__class__.__name__}: {exc}")
-    else:
-        _finish(job, JobStatus.SUCCEEDED, result, "")
-    finally:
-        from audit.middleware import _request_id
-
-        _request_id.reset(token)
+    with request_id_scope(f"job-{job.pk}"):
+        try:
+            result = runner_of(job.kind)(job) or {}
+        except JobFailed as exc:
+            _finish(job, JobStatus.FAILED, exc.result, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a job must end failed, whatever went wrong
+            log.error("job %s failed: %s\n%s", job.pk, exc, traceback.format_exc())
+            _finish(job, JobStatus.FAILED, {}, f"{exc.__class__.__name__}: {exc}")
+        else:
+            _finish(job, JobStatus.SUCCEEDED, result, "")
     job.refresh_from_db()
     record(
         job.actor or "system",

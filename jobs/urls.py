@@ -8,6 +8,4 @@ urlpatterns = [
     path("jobs/", views.jobs_page, name="jobs"),
     path("jobs/<int:pk>/", views.job_page, name="job"),
     path("jobs/<int:pk>/progress", views.job_partial, name="job-partial"),
-    path("jobs/gc/", views.gc_start, name="gc-start"),
-    path("jobs/build-image/", views.build_image_start, name="build-image-start"),
 ]

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db import connections
-from django.db.models.signals import post_delete, post_migrate, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 
 class PublicationsConfig(AppConfig):
@@ -10,12 +9,14 @@ class PublicationsConfig(AppConfig):
     verbose_name = "Datasets and publications"
 
     def ready(self) -> None:
+        from dmsupdate.schedules import after_migrate
         from publications.models import Dataset
+        from publications.schedules import ensure_schedules
 
         pre_save.connect(_root_changing, sender=Dataset, dispatch_uid="publications.sync.root_changing")
         post_save.connect(_dataset_saved, sender=Dataset, dispatch_uid="publications.schedules.saved")
         post_delete.connect(_dataset_deleted, sender=Dataset, dispatch_uid="publications.schedules.deleted")
-        post_migrate.connect(_migrated, sender=self, dispatch_uid="publications.schedules.migrated")
+        after_migrate(self, ensure_schedules)
 
 
 def _root_changing(sender, instance, **kwargs) -> None:
@@ -39,12 +40,3 @@ def _dataset_deleted(sender, instance, **kwargs) -> None:
     from publications.schedules import remove_dataset_schedules
 
     remove_dataset_schedules(instance.pk)
-
-
-def _migrated(sender, using="default", **kwargs) -> None:
-    # A partial migrate (one app) may run before django_q's tables exist.
-    if "django_q_schedule" not in connections[using].introspection.table_names():
-        return
-    from publications.schedules import ensure_schedules
-
-    ensure_schedules()

@@ -28,10 +28,8 @@ from audit.services import record
 from dmsupdate.state.keys import BACKUPS_PREFIX as BACKUP_PREFIX
 from dmsupdate.state.keys import EffectiveTime
 from dmsupdate.state.stores import DELETE_BATCH, StoreError
-from jobs.models import Job
-from jobs.services import JobFailed, progress
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
-from servers.models import Server
+from publications.replicas import Replica, replicas_of
 
 # How many keys a job result lists per category (the command prints them all).
 RESULT_KEYS_LIMIT = 10_000
@@ -81,7 +79,7 @@ class GcPlan:
         }
 
 
-def _server_needs(servers: list[Server]) -> tuple[bool, int | None]:
+def _server_needs(servers: list[Replica]) -> tuple[bool, int | None]:
     """(does a never-reported enabled server exist, the lowest reported effective time)."""
     never = any(s.effective_ns is None for s in servers)
     reported = [s.effective_ns for s in servers if s.effective_ns is not None]
@@ -100,7 +98,7 @@ def plan_gc(dataset: Dataset, now: datetime | None = None, force: bool = False) 
     objects = StateObject.objects.filter(dataset=dataset).exclude(key__startswith=BACKUP_PREFIX)
     min_age = now - timedelta(hours=dataset.gc_min_age_hours)
     grace = now - timedelta(hours=dataset.gc_grace_hours)
-    servers = list(Server.objects.filter(dataset=dataset, enabled=True).order_by("name"))
+    servers = [r for r in replicas_of([dataset.pk])[dataset.pk] if r.enabled]
     never, lowest = _server_needs(servers)
 
     # Images: grouped by effective time, so an image and its dump from one build count once.
@@ -266,25 +264,3 @@ def summarize(entries: dict[str, dict]) -> str:
             text += f" (kept for {', '.join(sorted(e['held_for']))})"
         parts.append(text)
     return "; ".join(parts) or "no datasets"
-
-
-def run_gc_job(job: Job) -> dict[str, Any]:
-    """Runner of `gc` jobs: params `dry_run`, `force`; the job's dataset or every dataset."""
-    params = job.params or {}
-    dry_run, force = bool(params.get("dry_run")), bool(params.get("force"))
-    datasets = [job.dataset] if job.dataset_id else list(Dataset.objects.order_by("name"))
-    entries: dict[str, dict] = {}
-    for n, dataset in enumerate(datasets):
-        progress(job, int(100 * n / max(1, len(datasets))), f"collecting {dataset.name}")
-
-        def on_batch(done: int, total: int, name=dataset.name, n=n) -> None:
-            share = 100 / max(1, len(datasets))
-            progress(job, int(share * n + share * done / max(1, total)), f"{name}: {done} of {total} deleted")
-
-        entries[dataset.name] = collect(
-            dataset, dry_run=dry_run, force=force, actor=job.actor or "system", on_batch=on_batch
-        )
-    result = {"datasets": entries, "summary": summarize(entries)}
-    if any(e.get("failed") or e.get("error") for e in entries.values()):
-        raise JobFailed(result["summary"], result)
-    return result

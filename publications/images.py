@@ -29,7 +29,7 @@ from dmsupdate.agent.runner import Runner
 from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, StoreError
 from jobs.models import Job
-from jobs.services import JobFailed, progress
+from jobs.services import progress
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 
 IMAGE_LABEL = "dmsupdate"
@@ -190,16 +190,3 @@ def build_image(
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def run_build_image_job(job: Job) -> dict[str, Any]:
-    """Runner of `build_image` jobs (the job's dataset; param `force`)."""
-    if job.dataset is None:
-        raise JobFailed("a build_image job needs a dataset")
-    try:
-        return build_image(
-            job.dataset, actor=job.actor or "system", job=job, force=bool((job.params or {}).get("force"))
-        )
-    except ImageBuildError as exc:
-        record(job.actor or "system", "image.failed", job.dataset.name, {"error": str(exc)})
-        raise JobFailed(str(exc)) from exc

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from dmsupdate.choices import ColouredChoices
 from dmsupdate.state.keys import EffectiveTime, StateKey, parse_key
 
 
@@ -50,13 +51,21 @@ class Dataset(models.Model):
         return open_store(self.s3root, self.s3endpoint or None)
 
 
-class ObjectState(models.TextChoices):
-    UNPUBLISHED = "unpublished"
-    PUBLISHED = "published"
-    EXPIRED = "expired"
-    DELETED = "deleted"
-    INVALID = "invalid"
-    MISSING = "missing"
+class ObjectState(ColouredChoices):
+    """An object's life in the registry (DESIGN §6)."""
+
+    UNPUBLISHED = "unpublished", "info", "unpublished"
+    PUBLISHED = "published", "good", "published"
+    EXPIRED = "expired", "mute", "expired"
+    DELETED = "deleted", "mute", "deleted"
+    INVALID = "invalid", "bad", "invalid"
+    MISSING = "missing", "bad", "missing"
+
+
+class ObjectFlag(ColouredChoices):
+    """Marks shown beside an object's state (not stored)."""
+
+    LATE = "late", "bad", "late"
 
 
 class ObjectKind(models.TextChoices):

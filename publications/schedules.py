@@ -2,8 +2,9 @@
 
 Each dataset gets an incremental `sync_state` every DMSUPDATE["SYNC_MINUTES"]
 minutes and a full one a day (the full run is what finds keys gone missing and
-late arrivals written below the cursor). One more schedule fails jobs whose
-worker died. Kept in step by signals on Dataset and after every migrate.
+late arrivals written below the cursor), and GC runs daily. Kept in step by
+signals on Dataset and after every migrate. (The jobs app schedules its
+stale-job sweep, the operations app the daily backup.)
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 SYNC_TASK = "publications.tasks.sync_state_task"
-STALE_JOBS_TASK = "jobs.tasks.fail_stale_jobs_task"
 GC_TASK = "publications.tasks.gc_task"
-BACKUP_TASK = "publications.tasks.backup_task"
 
 
 def ensure_dataset_schedules(dataset) -> None:
@@ -48,18 +47,11 @@ def remove_dataset_schedules(dataset_id: int) -> None:
 
 
 def ensure_schedules() -> None:
-    """Every dataset's sync schedules, and the stale-job sweep every few minutes."""
+    """Every dataset's sync schedules, and the daily GC of every dataset."""
     from publications.models import Dataset
 
     for dataset in Dataset.objects.all():
         ensure_dataset_schedules(dataset)
     Schedule.objects.update_or_create(
-        func=STALE_JOBS_TASK,
-        defaults={"name": "fail stale jobs", "schedule_type": Schedule.MINUTES, "minutes": 5, "repeats": -1},
+        func=GC_TASK, defaults={"name": "gc", "schedule_type": Schedule.DAILY, "repeats": -1}
     )
-    # A daily backup and a daily GC: with the default 48 h grace period, every expired
-    # object is in at least two backups before GC deletes it.
-    for func, name in ((BACKUP_TASK, "backup_registry"), (GC_TASK, "gc")):
-        Schedule.objects.update_or_create(
-            func=func, defaults={"name": name, "schedule_type": Schedule.DAILY, "repeats": -1}
-        )

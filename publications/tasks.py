@@ -19,8 +19,3 @@ def sync_state_task(dataset_id: int, full: bool = False) -> dict:
 def gc_task() -> dict:
     """Scheduled GC of every dataset, as a job (row, progress, audit); returns its result."""
     return start_job(JobKind.GC, actor="schedule", run_now=True).result
-
-
-def backup_task() -> dict:
-    """Scheduled registry backup, as a job; returns its result."""
-    return start_job(JobKind.BACKUP, actor="schedule", run_now=True).result

@@ -2,7 +2,7 @@
 
 Bodies are spooled to a temporary file once (hashing as they go) and then
 parsed as a stream, so memory stays bounded whatever the upload's size.
-Every refusal is an `ApiError` with the status the API answers (400 or 413).
+Every refusal is a domain error: Invalid, or TooLarge past a size limit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import IO, BinaryIO
 
 from django.conf import settings
 
-from dmsupdate.api import ApiError
+from dmsupdate.errors import Invalid, TooLarge
 from dmsupdate.state.keys import (
     FORMATS_BY_OP,
     GRAPH_OPS,
@@ -69,8 +69,8 @@ class Upload:
         self.file.close()
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError("too_large", f"the body exceeds the upload limit of {limit} bytes", 413)
+def too_large(limit: int) -> TooLarge:
+    return TooLarge("too_large", f"the body exceeds the upload limit of {limit} bytes")
 
 
 def spool(stream: BinaryIO | None, filename: str = "", limit: int | None = None) -> Upload:
@@ -93,17 +93,19 @@ def spool(stream: BinaryIO | None, filename: str = "", limit: int | None = None)
     return Upload(out, size, sha.hexdigest(), md5.hexdigest(), filename)
 
 
-def check_layout(label: str, op: str, arg: str | None, fmt: str) -> None:
-    """Refuse (400) a label, op, graph/component or format the key layout does not allow."""
+def check_layout(label: str, op: str, arg: str | None, fmt: str | None) -> None:
+    """Refuse a label, op, graph/component or format the key layout does not allow (fmt None: not known yet)."""
     if op not in UPDATE_OPS:
-        raise ApiError("invalid_op", f"unknown op {op!r}; expected one of {', '.join(UPDATE_OPS)}")
+        raise Invalid("invalid_op", f"unknown op {op!r}; expected one of {', '.join(UPDATE_OPS)}")
+    if fmt is None:
+        fmt = FORMATS_BY_OP[op][0]
     try:
         format_key(EffectiveTime(0), label, op, arg or None, fmt or None)
     except InvalidKey as exc:
         code = "invalid_label" if "label" in str(exc) else "invalid_key"
-        raise ApiError(code, str(exc)) from exc
+        raise Invalid(code, str(exc)) from exc
     if op in GRAPH_OPS and arg and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", arg):
-        raise ApiError("invalid_graph", f"graph {arg!r} is not an absolute IRI")
+        raise Invalid("invalid_graph", f"graph {arg!r} is not an absolute IRI")
 
 
 def infer_format(op: str, given: str, filename: str, content_type: str, gzipped: bool) -> str:
@@ -128,7 +130,7 @@ def infer_format(op: str, given: str, filename: str, content_type: str, gzipped:
         fmt = "ru"
     if not fmt:
         allowed = ", ".join(f for f in FORMATS_BY_OP[op] if f)
-        raise ApiError(
+        raise Invalid(
             "unknown_format",
             f"cannot tell the format: pass format ({allowed}), a file name with its extension, "
             "or a Content-Type such as text/turtle",
@@ -168,17 +170,17 @@ def _content(upload: Upload, fmt: str) -> IO[bytes]:
     if not fmt.endswith(".gz"):
         return upload.file
     if not upload.gzipped:
-        raise ApiError("invalid_gzip", f"format {fmt} says gzip, but the body is not gzip data")
+        raise Invalid("invalid_gzip", f"format {fmt} says gzip, but the body is not gzip data")
     limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
     inflated = gzip.GzipFile(fileobj=upload.file, mode="rb")
     return io.BufferedReader(_Limited(inflated, limit), buffer_size=CHUNK)
 
 
-def _gzip_refusal(exc: Exception) -> ApiError:
+def _gzip_refusal(exc: Exception) -> Invalid | TooLarge:
     if isinstance(exc, DecompressedTooLarge):
         limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
-        return ApiError("too_large", f"the gzip content expands beyond {limit} bytes; refused", 413)
-    return ApiError("invalid_gzip", f"the gzip data is damaged: {exc}")
+        return TooLarge("too_large", f"the gzip content expands beyond {limit} bytes; refused")
+    return Invalid("invalid_gzip", f"the gzip data is damaged: {exc}")
 
 
 _GZIP_ERRORS = (DecompressedTooLarge, gzip.BadGzipFile, EOFError, zlib.error)
@@ -193,10 +195,10 @@ def validate_content(upload: Upload | None, op: str, fmt: str) -> int:
     size = upload.size if upload is not None else 0
     if op == "drop":
         if size:
-            raise ApiError("unexpected_body", "drop takes no body")
+            raise Invalid("unexpected_body", "drop takes no body")
         return 0
     if upload is None or size == 0:
-        raise ApiError("missing_body", f"{op} needs a body: a multipart `file` or the raw request body")
+        raise Invalid("missing_body", f"{op} needs a body: a multipart `file` or the raw request body")
     base = fmt.removesuffix(".gz")
     try:
         stream = _content(upload, fmt)
@@ -230,9 +232,9 @@ def _check_rdf(stream: IO[bytes], base: str) -> int:
         for _ in pyoxigraph.parse(stream, _rdf_format(base)):
             count += 1
     except SyntaxError as exc:
-        raise ApiError("invalid_rdf", f"malformed {base} data: {exc.msg}") from exc
+        raise Invalid("invalid_rdf", f"malformed {base} data: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
-        raise ApiError("invalid_rdf", f"malformed {base} data: not UTF-8 ({exc.reason})") from exc
+        raise Invalid("invalid_rdf", f"malformed {base} data: not UTF-8 ({exc.reason})") from exc
     return count
 
 
@@ -267,7 +269,7 @@ def _check_sparql_update(stream: IO[bytes]) -> None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError("invalid_sparql", f"the SPARQL Update is not UTF-8 ({exc.reason})") from exc
+        raise Invalid("invalid_sparql", f"the SPARQL Update is not UTF-8 ({exc.reason})") from exc
     try:
         _sparql_parser().update(text)
     except SyntaxError as exc:
@@ -275,9 +277,9 @@ def _check_sparql_update(stream: IO[bytes]) -> None:
         m = _SPARQL_POSITION.fullmatch(message)
         if m:
             message = f"line {m.group(1)}, column {m.group(2)}: {m.group(3)}"
-        raise ApiError("invalid_sparql", f"malformed SPARQL Update: {message}") from exc
+        raise Invalid("invalid_sparql", f"malformed SPARQL Update: {message}") from exc
     except RuntimeError as exc:
         if _READ_ONLY not in str(exc):
-            raise ApiError("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
+            raise Invalid("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
     except OSError as exc:
-        raise ApiError("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
+        raise Invalid("invalid_sparql", f"SPARQL Update refused: {exc}") from exc

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from functools import cache
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 
-from dmsupdate.web import day_range, keyset_page, page, text_param, viewer_required
+from accounts.access import operator_action, page, viewer_required
+from audit.services import actor_name
+from dmsupdate.web import day_range, int_param, keyset_page, text_param
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import start_job
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
-from servers.models import Server
+from publications.replicas import applied_on, replicas_of
 
 OPS = ["add", "replace", "drop", "update", "postproc", "image", "dump"]
 # Object states worth an admin's attention, highlighted on the objects page.
@@ -27,30 +31,6 @@ def keys_sort_by_code_point() -> bool:
         cur.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
         (collation,) = cur.fetchone()
     return collation in {"C", "POSIX", "C.UTF-8", "C.utf8"}
-
-
-def applied_counts(publications: list[PublicationEvent]) -> dict[int, tuple[int, int]]:
-    """For each publication, (k, N): servers of its dataset whose effective time has reached it, of N enabled.
-
-    One query for the servers of all datasets on the page, then a binary search per row.
-    """
-    dataset_ids = {p.dataset_id for p in publications}
-    reached: dict[int, list[int]] = defaultdict(list)
-    totals: dict[int, int] = defaultdict(int)
-    rows = Server.objects.filter(dataset_id__in=dataset_ids, enabled=True).values_list(
-        "dataset_id", "effective_ns"
-    )
-    for dataset_id, effective_ns in rows:
-        totals[dataset_id] += 1
-        if effective_ns is not None:
-            reached[dataset_id].append(effective_ns)
-    for values in reached.values():
-        values.sort()
-    counts = {}
-    for p in publications:
-        values = reached[p.dataset_id]
-        counts[p.pk] = (len(values) - bisect_left(values, p.effective_ns), totals[p.dataset_id])
-    return counts
 
 
 @viewer_required
@@ -70,9 +50,9 @@ def publications_page(request: HttpRequest) -> HttpResponse:
     lookups, days = day_range(params, "created_at")
     rows = rows.filter(**lookups)
     publications, next_query = keyset_page(rows, params)
-    counts = applied_counts(publications)
+    counts = applied_on(publications)
     for p in publications:
-        p.applied_on, p.server_count = counts[p.pk]
+        p.applied_on, p.server_count = counts[p.pk].applied, counts[p.pk].total
     return page(
         request,
         "publications/publications.html",
@@ -99,13 +79,12 @@ def objects_page(request: HttpRequest) -> HttpResponse:
     prefix = text_param(params, "prefix", 1024)
     if dataset:
         rows = rows.filter(dataset__name=dataset)
-    late_servers = Server.objects.exclude(late_keys=[])
-    if dataset:
-        late_servers = late_servers.filter(dataset__name=dataset)
+    datasets = Dataset.objects.filter(name=dataset) if dataset else Dataset.objects.all()
     # Keys some server reported as late (older than its window, never applied): per dataset.
     late: dict[int, set[str]] = defaultdict(set)
-    for dataset_id, keys in late_servers.values_list("dataset_id", "late_keys"):
-        late[dataset_id].update(k for k in keys if isinstance(k, str))
+    for dataset_id, replicas in replicas_of(datasets.values_list("pk", flat=True)).items():
+        for replica in replicas:
+            late[dataset_id].update(replica.late_keys)
     if state == "late":
         all_late = set().union(*late.values()) if late else set()
         rows = rows.filter(key__in=sorted(all_late)[:1000])
@@ -153,3 +132,52 @@ def objects_page(request: HttpRequest) -> HttpResponse:
             "filtered": bool(dataset or state or kind or label or prefix or params.get("before")),
         },
     )
+
+
+@operator_action
+def gc_start(request: HttpRequest) -> HttpResponse:
+    """GC in two steps: without a dry-run job, start a dry run; with a succeeded one and confirmation, delete."""
+    dataset = get_object_or_404(Dataset, pk=int_param(request.POST.get("dataset")) or 0)
+    dry_run_id = request.POST.get("dry_run_job")
+    if not dry_run_id:
+        job = start_job(
+            JobKind.GC,
+            dataset=dataset,
+            params={"dry_run": True},
+            user=request.user,
+            actor=actor_name(request.user),
+        )
+        return redirect("job", pk=job.pk)
+    dry_run = Job.objects.filter(pk=int_param(dry_run_id) or 0).first()
+    problem = ""
+    if dry_run is None or not dry_run.is_gc_dry_run or dry_run.dataset_id != dataset.pk:
+        problem = "the confirmation does not refer to a GC dry run of this dataset"
+    elif dry_run.status != JobStatus.SUCCEEDED:
+        problem = "the dry run has not succeeded; run a new one first"
+    elif request.POST.get("confirm") != "yes":
+        problem = "tick the confirmation to delete the objects listed by the dry run"
+    if problem:
+        context = {
+            "job": dry_run,
+            "offer_gc": dry_run is not None and dry_run.is_gc_dry_run,
+            "error": problem,
+        }
+        if dry_run is None:
+            return page(request, "jobs/gc_refused.html", {"error": problem, "dataset": dataset}, status=400)
+        return page(request, "jobs/job.html", context, status=400)
+    job = start_job(
+        JobKind.GC,
+        dataset=dataset,
+        params={"dry_run": False, "dry_run_job": dry_run.pk},
+        user=request.user,
+        actor=actor_name(request.user),
+    )
+    return redirect("job", pk=job.pk)
+
+
+@operator_action
+def build_image_start(request: HttpRequest) -> HttpResponse:
+    """Build a new image of a dataset from its newest image and the updates after it."""
+    dataset = get_object_or_404(Dataset, pk=int_param(request.POST.get("dataset")) or 0)
+    job = start_job(JobKind.BUILD_IMAGE, dataset=dataset, user=request.user, actor=actor_name(request.user))
+    return redirect("job", pk=job.pk)

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
+from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
 from servers.models import Server, ServerState, StatusReport
-from servers.services import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
 
 # Pending updates are counted up to this many per server on the fleet page and shown
 # as "1,000+" beyond: the page reads each dataset's newest update times once and
@@ -78,13 +78,6 @@ def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[in
     if not dataset_ids:
         return {}
     times: dict[int, list[int]] = defaultdict(list)
-    newest = (
-        StateObject.objects.filter(
-            kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED, effective_ns__isnull=False
-        )
-        .order_by("-effective_ns")
-        .values_list("effective_ns", flat=True)
-    )
     if connection.vendor == "postgresql":
         # LATERAL: one backward walk of object_lag_idx per dataset, stopping at `limit`.
         with connection.cursor() as cur:
@@ -115,7 +108,7 @@ def missing_update_times(dataset_ids: list[int]) -> dict[int, list[int]]:
     """Effective times of each dataset's updates gone from the bucket (state `missing`), sorted; one query.
 
     Such rows are rare; a server needs those later than its effective time
-    (servers.services.missing_needed).
+    (servers.lag.missing_needed).
     """
     times: dict[int, list[int]] = defaultdict(list)
     rows = StateObject.objects.filter(
@@ -137,7 +130,7 @@ def missing_of(effective_ns: int | None, missing: list[int]) -> int:
 
 
 def pending_of(start: int | None, newest: list[int]) -> int:
-    """Published updates later than `start` (servers.services.replay_start), counted in a dataset's
+    """Published updates later than `start` (servers.lag.replay_start), counted in a dataset's
     newest times (capped by its length)."""
     if start is None:
         return len(newest)
@@ -200,7 +193,7 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
     return history
 
 
-# What the fleet page reads of each server: its state inputs (servers.services.state_of)
+# What the fleet page reads of each server: its state inputs (servers.lag.state_of)
 # and what the row shows; not the reported key lists' full content beyond late_keys.
 FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error")
 
@@ -211,7 +204,7 @@ SPARK_CACHE_SECONDS = 60
 
 def fleet_sparklines(dataset_ids: list[int], server_ids: list[int], now: datetime) -> dict[int, str]:
     """Rendered 24 h lag sparklines (inline SVG) of the given datasets' servers, cached briefly."""
-    from servers.templatetags.dashboard import sparkline_svg
+    from servers.templatetags.fleet import sparkline_svg
 
     key = "dashboard:sparklines:" + ",".join(map(str, sorted(dataset_ids)))
     lines = cache.get(key)

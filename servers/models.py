@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 
+from dmsupdate.choices import ColouredChoices
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset
 
 
-class ServerState(models.TextChoices):
+class ServerState(ColouredChoices):
     """A server's replay state as shown on the dashboard and in the API (DESIGN §6)."""
 
-    OK = "ok"
-    BEHIND = "behind"
-    FAILING = "failing"
-    UNREACHABLE = "unreachable"
-    REBUILDING = "rebuilding"
-    DISABLED = "disabled"
+    OK = "ok", "good", "ok"
+    BEHIND = "behind", "warn", "behind"
+    FAILING = "failing", "bad", "failing"
+    UNREACHABLE = "unreachable", "bad", "unreachable"
+    REBUILDING = "rebuilding", "info", "rebuilding"
+    DISABLED = "disabled", "mute", "disabled"
 
 
 class Server(models.Model):
@@ -61,6 +64,20 @@ class Server(models.Model):
     def effective(self) -> EffectiveTime | None:
         return EffectiveTime(self.effective_ns) if self.effective_ns is not None else None
 
+    @classmethod
+    def request_rebuild(cls, pks: list[int], when: datetime) -> None:
+        """Show these servers `rebuilding` from `when` until their agents report a rebuild.
+
+        The one place the request is recorded; the report that ends it clears it
+        (servers.services.record_report), and a rebuild the agent never took is withdrawn.
+        """
+        cls.objects.filter(pk__in=pks).update(rebuild_requested_at=when)
+
+    @classmethod
+    def withdraw_rebuild(cls, pk: int, when: datetime) -> None:
+        """Forget the rebuild requested at `when` (the agent never started it); a later request stays."""
+        cls.objects.filter(pk=pk, rebuild_requested_at=when).update(rebuild_requested_at=None)
+
 
 class StatusReport(models.Model):
     """One status report from an agent (or a failed contact), kept for history and the lag sparkline."""
@@ -85,13 +102,32 @@ class StatusReport(models.Model):
         return f"{self.server} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
 
 
-class RunResult(models.TextChoices):
-    RUNNING = "running"
-    OK = "ok"
-    FAILED = "failed"
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    BUSY = "busy"
+class RunResult(ColouredChoices):
+    """How one update or rebuild of one server ended (or that it is still going)."""
+
+    RUNNING = "running", "info", "running"
+    OK = "ok", "good", "ok"
+    FAILED = "failed", "bad", "failed"
+    UNREACHABLE = "unreachable", "bad", "unreachable"
+    TIMEOUT = "timeout", "bad", "timeout"
+    BUSY = "busy", "warn", "busy"
+
+
+class RunKind(models.TextChoices):
+    """What a run does: catch up, or start again from the newest image."""
+
+    UPDATE = "update"
+    REBUILD = "rebuild"
+
+
+class RunTrigger(models.TextChoices):
+    """Who or what started a run."""
+
+    MANUAL = "manual", "dashboard"
+    API = "api", "API"
+    PUBLICATION = "publication", "publication"
+    SCHEDULE = "schedule", "schedule"
+    WATCH = "watch", "agent's own schedule"
 
 
 class UpdateRun(models.Model):
@@ -99,10 +135,8 @@ class UpdateRun(models.Model):
 
     server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="runs")
     job = models.ForeignKey("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
-    kind = models.CharField(max_length=16, default="update")  # update | rebuild
-    trigger = models.CharField(
-        max_length=32, default="manual"
-    )  # manual | api | publication | schedule | watch
+    kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.UPDATE)
+    trigger = models.CharField(max_length=32, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )

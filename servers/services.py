@@ -1,306 +1,46 @@
-"""Replay lag and status reports: how far behind each server is, and why."""
+"""Workflows of data servers: status reports, triggers of updates and rebuilds, and what publications see of servers."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db import transaction
 from django.utils import timezone
 
-from dmsupdate.state.keys import NANOS, EffectiveTime, InvalidKey
-from publications.models import Dataset, ObjectKind, ObjectState, StateObject
-from servers.models import Server, ServerState, StatusReport
-
-
-def published_updates(dataset_id) -> QuerySet[StateObject]:
-    """Published updates of a dataset: what servers must replay (indexed by object_lag_idx)."""
-    return StateObject.objects.filter(
-        dataset_id=dataset_id, kind=ObjectKind.UPDATE, state=ObjectState.PUBLISHED
-    )
-
-
-def _newest(kind: str) -> QuerySet[StateObject]:
-    return StateObject.objects.filter(
-        dataset_id=OuterRef("pk"), kind=kind, state=ObjectState.PUBLISHED, effective_ns__isnull=False
-    ).order_by("-effective_ns", "-key")
-
-
-def datasets_with_heads() -> QuerySet[Dataset]:
-    """Datasets annotated with their newest published update (`head_key`, `head_ns`) and image (`image_ns`).
-
-    A correlated subquery per dataset walks object_lag_idx backwards and stops at
-    the first row, where GROUP BY + MAX over the registry would read every update.
-    """
-    updates, images = _newest(ObjectKind.UPDATE), _newest(ObjectKind.IMAGE)
-    return Dataset.objects.annotate(
-        head_key=Subquery(updates.values("key")[:1]),
-        head_ns=Subquery(updates.values("effective_ns")[:1]),
-        image_ns=Subquery(images.values("effective_ns")[:1]),
-    ).order_by("name")
-
-
-@dataclass(frozen=True)
-class Heads:
-    """What a dataset offers its servers: the newest published update and image times (ns)."""
-
-    update_ns: int | None
-    image_ns: int | None
-
-
-def dataset_heads(dataset_ids: Iterable[int]) -> dict[int, Heads]:
-    """The Heads of each dataset, in one query."""
-    rows = datasets_with_heads().filter(pk__in=list(dataset_ids)).values_list("pk", "head_ns", "image_ns")
-    return {pk: Heads(head_ns, image_ns) for pk, head_ns, image_ns in rows}
-
-
-def replay_start(effective_ns: int | None, heads: Heads | None) -> int | None:
-    """The time after which a server has updates to replay.
-
-    A server that reported is at its effective time. One that never reported
-    starts from the dataset's newest image (DESIGN §4: new servers bootstrap
-    from it), so what it has to replay is what came after the image; with no
-    image it replays every update (None).
-    """
-    if effective_ns is not None:
-        return effective_ns
-    return heads.image_ns if heads is not None else None
-
-
-def missing_needed(server: Server) -> QuerySet[StateObject]:
-    """Updates gone from the bucket (registry state `missing`) later than what the server applied.
-
-    The agent cannot see an object that is not there, so it would replay past
-    the gap without a word: only the registry can tell. A server that never
-    reported needs none yet (it bootstraps from an image first).
-    """
-    if server.effective_ns is None:
-        return StateObject.objects.none()
-    return StateObject.objects.filter(
-        dataset_id=server.dataset_id,
-        kind=ObjectKind.UPDATE,
-        state=ObjectState.MISSING,
-        effective_ns__gt=server.effective_ns,
-    ).order_by("effective_ns", "key")
-
-
-# What lags_of and state_of read of a server: a named row of these (plus pk) stands in
-# for a Server where building a thousand model instances would cost more than the query.
-LAG_FIELDS = (
-    "dataset_id",
-    "enabled",
-    "agent_url",
-    "effective_ns",
-    "last_report_at",
-    "last_succeeded",
-    "late_keys",
-    "unreachable_since",
-    "rebuild_requested_at",
-)
-
-
-@dataclass(frozen=True)
-class Lag:
-    """A server's replay lag as the API and the dashboard show it (DESIGN §6)."""
-
-    pending_updates: int
-    lag_seconds: float | None  # None when the server never reported an effective time
-    state: str
-    missing_updates: int = 0  # needed updates gone from the bucket (see missing_needed)
-
-
-def lags_of(servers: Sequence[Any], now: datetime | None = None) -> dict[int, Lag]:
-    """The Lag of each server (a Server, or a named row of its fields), by primary key.
-
-    One query for the dataset heads and one per dataset for the counts, whatever
-    the number of servers: the dataset's updates after its least advanced server
-    are scanned once (object_lag_idx, index only) and bucketed by the servers'
-    start times, published and missing apart, rather than counted per server.
-    """
-    now = now or timezone.now()
-    by_dataset: dict[int, list[Any]] = defaultdict(list)
-    for server in servers:
-        by_dataset[server.dataset_id].append(server)
-    heads = dataset_heads(by_dataset)
-    lags: dict[int, Lag] = {}
-    for dataset_id, group in by_dataset.items():
-        head = heads.get(dataset_id)
-        starts = {s.pk: replay_start(s.effective_ns, head) for s in group}
-        thresholds = sorted({-1 if t is None else t for t in starts.values()})
-        counts = _bucket_counts(dataset_id, thresholds)
-        # later[state][i]: updates in `state` later than thresholds[i] (bucket b: later than b thresholds).
-        later = {}
-        for state in (ObjectState.PUBLISHED, ObjectState.MISSING):
-            running = [0] * (len(thresholds) + 1)
-            for b in range(len(thresholds), 0, -1):
-                running[b - 1] = running[b] + counts.get((b, state), 0)
-            later[state] = running
-        position = {t: i for i, t in enumerate(thresholds)}
-        for server in group:
-            start = starts[server.pk]
-            i = position[-1 if start is None else start]
-            # A server that never reported needs no missing update yet: it bootstraps first.
-            missing = later[ObjectState.MISSING][i] if server.effective_ns is not None else 0
-            lags[server.pk] = lag_of(
-                server, later[ObjectState.PUBLISHED][i], head.update_ns if head else None, now, missing
-            )
-    return lags
-
-
-def _bucket_counts(dataset_id: int, thresholds: list[int]) -> dict[tuple[int, str], int]:
-    """Published and missing updates after thresholds[0], by (how many thresholds each is later than, state)."""
-    rows = StateObject.objects.filter(
-        dataset_id=dataset_id,
-        kind=ObjectKind.UPDATE,
-        state__in=[ObjectState.PUBLISHED, ObjectState.MISSING],
-        effective_ns__gt=thresholds[0],
-    ).order_by()
-    if connection.vendor == "postgresql":
-        # width_bucket(x, bounds) = number of bounds <= x; bounds t+1 make it "thresholds < x".
-        query, params = rows.values("effective_ns", "state").query.sql_with_params()
-        with connection.cursor() as cur:
-            cur.execute(
-                f"SELECT width_bucket(u.effective_ns, %s::bigint[]), u.state, count(*)"
-                f" FROM ({query}) u GROUP BY 1, 2",
-                [[t + 1 for t in thresholds], *params],
-            )
-            return {(bucket, state): n for bucket, state, n in cur.fetchall()}
-    return Counter(
-        (bisect_left(thresholds, x), state)
-        for x, state in rows.values_list("effective_ns", "state").iterator()
-    )
-
-
-def lag_of(
-    server: Any,
-    pending: int,
-    head_ns: int | None,
-    now: datetime | None = None,
-    missing: int = 0,
-) -> Lag:
-    """Combine a server's report with the dataset head into its lag and state."""
-    now = now or timezone.now()
-    if head_ns is None:
-        lag: float | None = 0.0
-    elif server.effective_ns is None:
-        lag = None
-    else:
-        lag = max(0.0, (head_ns - server.effective_ns) / NANOS)
-    return Lag(pending, lag, state_of(server, pending, now, missing), missing)
-
-
-def rebuild_pending(server: Any) -> bool:
-    """True while an admin's rebuild has not been reported done.
-
-    A pushed rebuild ends with the agent's next report; a pull agent (no agent URL)
-    learns of the request from the answer to its report, so it stays pending until
-    the agent reports a run that was a rebuild.
-    """
-    if not server.rebuild_requested_at:
-        return False
-    if not server.agent_url:
-        return True
-    return server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
-
-
-def state_of(server: Any, pending: int, now: datetime, missing: int = 0) -> str:
-    """One definition of the state badge, in order of what needs the admin most."""
-    if not server.enabled:
-        return ServerState.DISABLED
-    if rebuild_pending(server):
-        return ServerState.REBUILDING
-    stale = timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
-    if server.unreachable_since or (
-        server.agent_url and server.last_report_at and now - server.last_report_at > stale
-    ):
-        return ServerState.UNREACHABLE
-    # Late keys outside the window and needed updates missing from the bucket never
-    # resolve by waiting: both need an admin (restore the objects, or rebuild).
-    if server.last_succeeded is False or server.late_keys or missing:
-        return ServerState.FAILING
-    if server.last_report_at is None or pending > 0:
-        return ServerState.BEHIND
-    return ServerState.OK
-
-
-def lag_for(server: Server) -> Lag:
-    """The lag of one server (two queries: the dataset heads and its counts)."""
-    return lags_of([server])[server.pk]
-
-
-class ReportError(ValueError):
-    """A status report that cannot be understood; nothing was recorded."""
-
-
-def parse_effective(value) -> int | None:
-    """status.json's `effectiveDate` (any accepted form) as nanoseconds, or None."""
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise ReportError("effectiveDate must be a string")
-    try:
-        return EffectiveTime.parse_text(value).nanos
-    except InvalidKey as exc:
-        raise ReportError(str(exc)) from exc
+from dmsupdate.errors import Conflict
+from dmsupdate.locks import advisory_lock
+from dmsupdate.state.status import parse_status
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import start_job
+from publications.models import Dataset
+from publications.replicas import Replica
+from servers.lag import lag_for, lags_of
+from servers.models import RunTrigger, Server, StatusReport
 
 
 def record_report(server: Server, body: dict, reachable: bool = True) -> StatusReport:
     """Store an agent's status.json report and update the server's last-known status.
 
-    Validates first: a malformed report raises ReportError and changes nothing.
+    Checks the whole report first (dmsupdate.state.status.parse_status): a
+    malformed one raises InvalidStatus and changes nothing.
     """
-    if not isinstance(body, dict):
-        raise ReportError("a status report is a JSON object (status.json)")
-    effective_ns = parse_effective(body.get("effectiveDate"))
-    succeeded = body.get("lastSucceeded")
-    if succeeded is not None and not isinstance(succeeded, bool):
-        raise ReportError("lastSucceeded must be true, false or null")
-    applied = body.get("applied") or 0
-    if isinstance(applied, list):
-        applied = len(applied)
-    if not isinstance(applied, int) or isinstance(applied, bool):
-        raise ReportError("applied must be a number or a list of keys")
-    late = body.get("late") or []
-    if not isinstance(late, list) or not all(isinstance(k, str) for k in late):
-        raise ReportError("late must be a list of keys")
-    invalid = body.get("invalid") or []
-    if not isinstance(invalid, list):
-        raise ReportError("invalid must be a list of keys")
-    failed_key = body.get("failedKey") or ""
-    error = body.get("error") or ""
-    if not isinstance(failed_key, str) or not isinstance(error, str):
-        raise ReportError("failedKey and error must be strings")
-    last_update = body.get("lastUpdate")
-    last_update_at = None
-    if last_update:
-        from django.utils.dateparse import parse_datetime
-
-        last_update_at = parse_datetime(str(last_update)) if isinstance(last_update, str) else None
-        if last_update_at is None:
-            raise ReportError("lastUpdate must be an ISO 8601 time")
-    last_run = body.get("lastRun")
-    if last_run not in (None, "update", "rebuild"):
-        raise ReportError("lastRun must be 'update', 'rebuild' or null")
+    status = parse_status(body)
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().get(pk=server.pk)
-        if effective_ns is not None or last_run == "rebuild" or server.effective_ns is None:
-            server.effective_ns = effective_ns
-        if last_run == "rebuild":
+        if status.effective is not None or status.rebuilt or server.effective_ns is None:
+            server.effective_ns = status.effective_ns
+        if status.rebuilt:
             server.rebuild_requested_at = None
         server.last_report_at = now
-        server.last_succeeded = succeeded
-        server.last_update_at = last_update_at
-        server.failed_key = failed_key[:1024]
-        server.last_error = error
-        server.late_keys = late
-        server.invalid_keys = invalid[:1000]
+        server.last_succeeded = status.last_succeeded
+        server.last_update_at = status.last_update
+        server.failed_key = status.failed_key
+        server.last_error = status.error
+        server.late_keys = status.late
+        server.invalid_keys = status.invalid[:1000]
         server.unreachable_since = None
         server.unreachable_error = ""
         server.save()
@@ -308,12 +48,12 @@ def record_report(server: Server, body: dict, reachable: bool = True) -> StatusR
         report = StatusReport.objects.create(
             server=server,
             received_at=now,
-            effective_ns=effective_ns,
-            succeeded=succeeded,
+            effective_ns=status.effective_ns,
+            succeeded=status.last_succeeded,
             reachable=reachable,
-            applied=applied,
-            failed_key=failed_key[:1024],
-            error=error,
+            applied=status.applied,
+            failed_key=status.failed_key,
+            error=status.error,
             pending_updates=lag.pending_updates,
             lag_seconds=lag.lag_seconds or 0,
             body=body,
@@ -333,4 +73,64 @@ def mark_unreachable(server: Server, error: str) -> None:
             reachable=False,
             error=error[:2000],
             effective_ns=server.effective_ns,
+        )
+
+
+def replicas(dataset_ids: Iterable[int], with_state: bool = False) -> dict[int, list[Replica]]:
+    """The servers of each dataset as publications sees them (publications.replicas; one or three queries)."""
+    rows = list(
+        Server.objects.filter(dataset_id__in=list(dataset_ids))
+        .order_by("name")
+        .values_list("pk", "dataset_id", "name", "enabled", "effective_ns", "late_keys")
+    )
+    states: dict[int, str] = {}
+    if with_state:
+        servers = list(Server.objects.filter(pk__in=[row[0] for row in rows]))
+        states = {pk: lag.state for pk, lag in lags_of(servers).items()}
+    found: dict[int, list[Replica]] = defaultdict(list)
+    for pk, dataset_id, name, enabled, effective_ns, late_keys in rows:
+        late = tuple(k for k in late_keys or () if isinstance(k, str))
+        found[dataset_id].append(Replica(pk, name, enabled, effective_ns, late, states.get(pk, "")))
+    return found
+
+
+def request_run(server: Server, kind: str, user: Any, actor: str, trigger: str) -> Job:
+    """Start an update or rebuild job on one server (dashboard or API); Conflict when it is disabled.
+
+    A rebuild shows `rebuilding` from this moment until the agent reports it.
+    """
+    if not server.enabled:
+        raise Conflict("server_disabled", f"{server.name} is disabled; enable it first")
+    if kind == JobKind.REBUILD:
+        Server.request_rebuild([server.pk], timezone.now())
+    return start_job(
+        kind, server=server, dataset=server.dataset, params={"trigger": trigger}, user=user, actor=actor
+    )
+
+
+_TRIGGER_LOCK = 0x646D7374  # advisory lock class: one debounce decision per dataset at a time
+
+
+def trigger_after_publication(
+    sender: Any, dataset: Dataset, user: Any, actor: str, **kwargs: Any
+) -> Job | None:
+    """Queue an update of the dataset's servers after a publication, unless one is already queued (debounce).
+
+    Receiver of publications.signals.update_published. A burst of publications
+    gives one job: the queued job, when it runs, sees every publication committed
+    before it starts. Called after the publication committed, so a job seen
+    queued here starts after it; only starting a job takes the dataset's lock.
+    """
+    queued = Job.objects.filter(kind=JobKind.UPDATE_ALL, dataset=dataset, status=JobStatus.QUEUED)
+    if queued.exists():
+        return None
+    with advisory_lock(_TRIGGER_LOCK, str(dataset.pk)):
+        if queued.exists():
+            return None
+        return start_job(
+            JobKind.UPDATE_ALL,
+            dataset=dataset,
+            params={"trigger": RunTrigger.PUBLICATION},
+            user=user,
+            actor=actor,
         )

@@ -1,6 +1,6 @@
-"""Dashboard URLs: the fleet and its servers, and the other apps' pages."""
+"""Dashboard URLs of the fleet and its servers."""
 
-from django.urls import include, path
+from django.urls import path
 
 from servers import views
 
@@ -12,8 +12,4 @@ urlpatterns = [
     path("servers/<str:name>/history", views.server_history, name="server-history"),
     path("servers/<str:name>/update", views.server_update, name="server-update"),
     path("servers/<str:name>/rebuild", views.server_rebuild, name="server-rebuild"),
-    path("", include("accounts.urls")),
-    path("", include("publications.urls")),
-    path("", include("jobs.urls")),
-    path("", include("audit.urls")),
 ]

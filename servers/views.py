@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.template.loader import render_to_string
 from django.utils import timezone
 
+from accounts.access import operator_action, operator_required, page, viewer_required
 from audit.services import actor_name
-from dmsupdate import views as project_views
-from dmsupdate.web import operator_action, operator_required, page, text_param, viewer_required
-from jobs.models import Job, JobKind, JobStatus
-from jobs.services import start_job
+from dmsupdate.errors import DomainError
+from dmsupdate.web import text_param
+from jobs.models import JobKind, JobStatus
 from servers.dashboard import fleet, lag_history
-from servers.models import Server, ServerState
-from servers.services import lag_for, missing_needed
+from servers.lag import lag_for, missing_needed
+from servers.models import RunTrigger, Server, ServerState
+from servers.services import request_run
 
 # Seconds between refreshes of the fleet table (htmx polling).
 FLEET_REFRESH_SECONDS = 5
@@ -92,7 +92,12 @@ def server_status(request: HttpRequest, name: str) -> HttpResponse:
     return page(request, "servers/_server_status.html", _server_context(server))
 
 
-def _job_started(request: HttpRequest, server: Server, job: Job) -> HttpResponse:
+def _run(request: HttpRequest, server: Server, kind: str) -> HttpResponse:
+    """Start the job (servers.services.request_run) and show it; a refusal is shown as the page's error."""
+    try:
+        job = request_run(server, kind, request.user, actor_name(request.user), RunTrigger.MANUAL)
+    except DomainError as exc:
+        return HttpResponse(exc.detail, status=409, content_type="text/plain; charset=utf-8")
     if request.headers.get("HX-Request"):
         return page(request, "jobs/_job.html", {"job": job, "watch": True})
     return redirect("server", name=server.name)
@@ -101,9 +106,8 @@ def _job_started(request: HttpRequest, server: Server, job: Job) -> HttpResponse
 @operator_action
 def server_update(request: HttpRequest, name: str) -> HttpResponse:
     """Update now: start an update job on the server's agent."""
-    server = get_object_or_404(Server, name=name)
-    job = start_job(JobKind.UPDATE, server=server, user=request.user, actor=actor_name(request.user))
-    return _job_started(request, server, job)
+    server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
+    return _run(request, server, JobKind.UPDATE)
 
 
 @operator_required
@@ -119,35 +123,4 @@ def server_rebuild(request: HttpRequest, name: str) -> HttpResponse:
             {"server": server, "error": "tick the confirmation to rebuild"},
             status=400,
         )
-    Server.objects.filter(pk=server.pk).update(rebuild_requested_at=timezone.now())
-    job = start_job(JobKind.REBUILD, server=server, user=request.user, actor=actor_name(request.user))
-    return _job_started(request, server, job)
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """404: JSON for the API, a page with a way home for everything else."""
-    if _wants_json(request):
-        return project_views.not_found(request, exception)
-    body = render_to_string("404.html", {"path": request.path}, request=request)
-    return HttpResponse(body, status=404)
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    """500: JSON for the API, a plain page (no traceback, the request id) for everything else."""
-    if _wants_json(request):
-        return project_views.server_error(request)
-    # Rendered without context processors: whatever failed may fail again in them.
-    body = render_to_string("500.html", {"request_id": getattr(request, "request_id", "")})
-    return HttpResponse(body, status=500)
-
-
-def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """403: JSON for the API, a page saying why for everything else."""
-    if _wants_json(request):
-        return JsonResponse({"error": "forbidden", "detail": "you may not do this"}, status=403)
-    body = render_to_string("403.html", {"reason": str(exception or "")}, request=request)
-    return HttpResponse(body, status=403)
+    return _run(request, server, JobKind.REBUILD)

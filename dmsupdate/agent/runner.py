@@ -14,7 +14,7 @@ from dmsupdate.agent.embedded import EmbeddedBackend
 from dmsupdate.agent.errors import AgentError, Throttled
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
-from dmsupdate.agent.status import RunLock, now_iso, read_status, write_status
+from dmsupdate.agent.status import RunLock, read_status, write_status
 from dmsupdate.state.keys import EffectiveTime, InvalidKey, parse_key, window_start_key
 from dmsupdate.state.plan import (
     LedgerState,
@@ -24,6 +24,7 @@ from dmsupdate.state.plan import (
     choose_bootstrap,
     window_start,
 )
+from dmsupdate.state.status import now_iso
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("dmsupdate.agent")

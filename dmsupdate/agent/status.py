@@ -1,4 +1,4 @@
-"""status.json (DESIGN §5) and the run lock shared by the CLI, `serve` and `watch`."""
+"""status.json on disk (its fields: dmsupdate.state.status) and the run lock shared by the CLI, `serve` and `watch`."""
 
 from __future__ import annotations
 
@@ -8,51 +8,14 @@ import json
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-STATUS_FIELDS = (
-    "effectiveDate",
-    "recent",
-    "lastSucceeded",
-    "lastUpdate",
-    "applied",
-    "failedKey",
-    "error",
-    "late",
-    "invalid",
-    "image",
-    "running",
-    "lastRun",
-)
+from dmsupdate.state.status import empty_status
 
 
 class Busy(Exception):
     """Another run holds the lock (exit code 75)."""
-
-
-def empty_status() -> dict[str, Any]:
-    """The status of an agent that has never run."""
-    return {
-        "effectiveDate": None,
-        "recent": [],
-        "lastSucceeded": None,
-        "lastUpdate": None,
-        "applied": 0,
-        "failedKey": None,
-        "error": None,
-        "late": [],
-        "invalid": [],
-        "image": None,
-        "running": False,
-        "lastRun": None,
-    }
-
-
-def now_iso() -> str:
-    """Clock time in ISO 8601 (UTC, microseconds), as written in `lastUpdate`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -170,6 +170,11 @@ class EffectiveTime:
         return self.path
 
 
+def iso(nanos: int | None) -> str | None:
+    """An effective time in ns as ISO 8601 with nanoseconds (`2016-01-15T04:00:01.262711077Z`), or None."""
+    return EffectiveTime(nanos).isoformat() if nanos is not None else None
+
+
 @dataclass(frozen=True)
 class StateKey:
     """A parsed key: what it is, when it takes effect, and what it does."""
@@ -273,6 +278,29 @@ def _from_match(key: str, kind: str, m: re.Match[str]) -> KeyParts:
     return KeyParts(kind, op, label, _parse_nanos(date, time), arg, fmt or None)
 
 
+def make_key(
+    effective: EffectiveTime,
+    label: str,
+    op: str,
+    arg: str | None = None,
+    format: str | None = None,
+) -> StateKey:
+    """A new key in the written form with what it says (no parsing back); InvalidKey for anything off-layout."""
+    key = format_key(effective, label, op, arg, format)
+    kind = "image" if op in IMAGE_OPS else "update"
+    fmt = _written_format(op, format)
+    return StateKey(key=key, kind=kind, op=op, label=label, effective=effective, arg=arg, format=fmt or None)
+
+
+def _written_format(op: str, format: str | None) -> str:
+    """The format a written key carries: as given, images and dumps in their one format by default."""
+    if op == "image":
+        return format or "tgz"
+    if op == "dump":
+        return format or "nq.gz"
+    return format or ""
+
+
 def format_key(
     effective: EffectiveTime,
     label: str,
@@ -284,11 +312,7 @@ def format_key(
     check_label(label)
     if op not in ALL_OPS:
         raise InvalidKey(f"unknown op {op!r}; expected one of {', '.join(ALL_OPS)}")
-    fmt = format or ""
-    if op == "image":
-        fmt = fmt or "tgz"
-    elif op == "dump":
-        fmt = fmt or "nq.gz"
+    fmt = _written_format(op, format)
     if fmt not in FORMATS_BY_OP[op]:
         allowed = ", ".join(f for f in FORMATS_BY_OP[op] if f) or "none"
         raise InvalidKey(f"format {fmt or '(none)'!r} is not allowed for {op} (allowed: {allowed})")

@@ -6,14 +6,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from dmsupdate.state.keys import GRAPH_OPS, EffectiveTime
+from dmsupdate.state.keys import GRAPH_OPS, iso
 from dmsupdate.state.stores import StoreError, open_store
 from publications.models import Dataset, PublicationEvent, StateObject
-
-
-def iso(nanos: int | None) -> str | None:
-    """An effective time as ISO 8601 with nanoseconds (`2016-01-15T04:00:01.262711077Z`)."""
-    return EffectiveTime(nanos).isoformat() if nanos is not None else None
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -105,7 +100,7 @@ class ServerApplication(serializers.Serializer):
 
 
 class PublicationDetailSerializer(PublicationSerializer):
-    """A publication with "applied on k of N": which servers' effective time is at or past it."""
+    """A publication with "applied on k of N" (enabled servers), and every server of its dataset with its state."""
 
     servers = serializers.SerializerMethodField()
     applied_on = serializers.SerializerMethodField()
@@ -116,20 +111,15 @@ class PublicationDetailSerializer(PublicationSerializer):
         read_only_fields = fields
 
     def _servers(self, event: PublicationEvent) -> list[dict]:
-        if not hasattr(self, "_cached"):
-            rows = []
-            for server in self.context.get("servers", []):
-                applied = server.effective_ns is not None and server.effective_ns >= event.effective_ns
-                rows.append(
-                    {
-                        "name": server.name,
-                        "applied": applied,
-                        "effective_time": iso(server.effective_ns),
-                        "state": self.context["states"].get(server.pk, ""),
-                    }
-                )
-            self._cached = rows
-        return self._cached
+        return [
+            {
+                "name": replica.name,
+                "applied": replica.has_applied(event.effective_ns),
+                "effective_time": iso(replica.effective_ns),
+                "state": replica.state,
+            }
+            for replica in self.context.get("replicas", [])
+        ]
 
     @extend_schema_field(ServerApplication(many=True))
     def get_servers(self, event: PublicationEvent) -> list[dict]:
@@ -137,11 +127,13 @@ class PublicationDetailSerializer(PublicationSerializer):
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_applied_on(self, event: PublicationEvent) -> int:
-        return sum(1 for row in self._servers(event) if row["applied"])
+        """Enabled servers that applied it (publications.replicas.applied_on)."""
+        return self.context["applied_on"].applied
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_servers_total(self, event: PublicationEvent) -> int:
-        return len(self._servers(event))
+        """Enabled servers of the dataset."""
+        return self.context["applied_on"].total
 
 
 class UploadRequestSerializer(serializers.Serializer):

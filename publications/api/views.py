@@ -18,13 +18,12 @@ from accounts.permissions import (
     PUBLISHERS,
     READERS,
     ApiViewSet,
-    check_publish_scope,
+    publish_scope,
     readable_dataset_ids,
     token_of,
 )
 from audit.services import actor_name, record
 from dmsupdate.api import ApiError
-from dmsupdate.state.keys import FORMATS_BY_OP, GRAPH_OPS, UPDATE_OPS
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from jobs.services import start_job
@@ -38,10 +37,10 @@ from publications.api.serializers import (
     StateObjectSerializer,
     UploadRequestSerializer,
 )
+from publications.idempotency import idempotent, remember_answer, request_fingerprint
 from publications.models import Dataset, PublicationEvent, StateObject
-from publications.validation import Upload, check_layout, infer_format, spool, too_large, validate_content
-from servers.models import Server
-from servers.services import lags_of
+from publications.replicas import applied_on, replicas_of
+from publications.validation import Upload, spool, too_large
 
 # Multipart framing around the file is small; a body this much over the limit is refused unread.
 MULTIPART_ALLOWANCE = 64 * 1024
@@ -72,15 +71,26 @@ class PublicationNegotiation(DefaultContentNegotiation):
 
 
 def publisher_of(request: Request) -> services.Publisher:
-    return services.Publisher(request.user, actor_name(request.user, token_of(request)))
+    return services.Publisher(
+        request.user, actor_name(request.user, token_of(request)), publish_scope(request)
+    )
 
 
-def dataset_named(name: object) -> Dataset:
-    """The dataset a request names; 400 when it does not exist."""
-    dataset = Dataset.objects.filter(name=str(name or "")).first()
-    if dataset is None:
-        raise ApiError("unknown_dataset", f"no dataset named {name!r}")
-    return dataset
+# The parameters of an upload (multipart fields, or the query string of a raw body).
+UPLOAD_PARAMS = [name for name in UploadRequestSerializer().fields if name != "file"]
+
+
+def answered(event: PublicationEvent) -> Response:
+    """201 with the publication; its answer is kept for a repeat of its Idempotency-Key."""
+    answer = PublicationSerializer(event).data
+    remember_answer(event, answer)
+    return Response(answer, status=status.HTTP_201_CREATED)
+
+
+def replayed(earlier: PublicationEvent) -> Response:
+    """The first answer to this Idempotency-Key again (as the publication is now, if none was kept)."""
+    answer = earlier.response or PublicationSerializer(earlier).data
+    return Response(answer, status=status.HTTP_201_CREATED, headers={"Idempotent-Replayed": "true"})
 
 
 class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
@@ -101,9 +111,10 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         event = self.get_object()
-        servers = list(Server.objects.filter(dataset_id=event.dataset_id))
-        states = {pk: lag.state for pk, lag in lags_of(servers).items()}
-        serializer = PublicationDetailSerializer(event, context={"servers": servers, "states": states})
+        replicas = replicas_of([event.dataset_id], with_state=True)[event.dataset_id]
+        serializer = PublicationDetailSerializer(
+            event, context={"replicas": replicas, "applied_on": applied_on([event])[event.pk]}
+        )
         return Response(serializer.data)
 
     @extend_schema(
@@ -149,94 +160,50 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         return self._upload(request, media)
 
     def _upload(self, request: Request, media: str) -> Response:
-        multipart = media == "multipart/form-data"
-        params = {k: request.query_params.get(k, "") for k in UploadRequestSerializer().fields if k != "file"}
-        if not multipart:
-            self._precheck(request, params)
-        data = request.data
-        if multipart:
-            for name in params:
-                params[name] = str(data.get(name) or params[name])
-        dataset = self._precheck(request, params)
-        upload = self._body(data, multipart, params)
+        publisher = publisher_of(request)
+        params = {name: request.query_params.get(name, "") for name in UPLOAD_PARAMS}
+        if media == "multipart/form-data":
+            data = request.data
+            params = {name: str(data.get(name) or value) for name, value in params.items()}
+            target = services.check_target(params, publisher)
+            upload = self._file(data)
+        else:
+            # A raw body is the object: the parameters are checked before it is read.
+            target = services.check_target(params, publisher)
+            upload = self._raw(request.data)
         try:
-            op, label = params["op"], params["label"]
-            arg = self._arg(params)
-            fmt = infer_format(
-                op,
-                params["format"],
-                upload.filename if upload else "",
-                media,
-                bool(upload and upload.size and upload.gzipped),
-            )
-            check_layout(label, op, arg, fmt)
-            validate_content(upload, op, fmt)
-            wanted = {"dataset": dataset.name, "op": op, "label": label, "arg": arg, "format": fmt}
-            print_ = services.fingerprint(wanted, upload.sha256 if upload else "")
+            content = services.check_content(target, upload, params["format"], media)
+            wanted = {
+                "dataset": target.dataset.name,
+                "op": target.op,
+                "label": target.label,
+                "arg": target.arg,
+                "format": content.format,
+            }
+            fingerprint = request_fingerprint(wanted, content.sha256)
             key = request.headers.get("Idempotency-Key") or None
-            publisher = publisher_of(request)
-            with services.idempotent(publisher, key, print_) as earlier:
+            with idempotent(publisher.user, key, fingerprint) as earlier:
                 if earlier is not None:
-                    return Response(
-                        earlier, status=status.HTTP_201_CREATED, headers={"Idempotent-Replayed": "true"}
-                    )
-                event = services.publish_upload(
-                    dataset,
-                    label=label,
-                    op=op,
-                    arg=arg,
-                    fmt=fmt,
-                    upload=upload,
-                    publisher=publisher,
-                    idempotency_key=key,
-                    print_=print_,
-                )
+                    return replayed(earlier)
+                event = services.publish_upload(target, content, publisher, key, fingerprint)
+                return answered(event)
         finally:
             if upload is not None:
                 upload.close()
-        return Response(event.response, status=status.HTTP_201_CREATED)
-
-    def _precheck(self, request: Request, params: dict) -> Dataset:
-        """Check what needs no body first: the dataset, the caller's scope, label, op and graph."""
-        for name in ("dataset", "op", "label"):
-            if not params[name]:
-                raise ApiError("missing_parameter", f"{name} is required")
-        op = params["op"]
-        if op not in UPDATE_OPS:
-            raise ApiError("invalid_op", f"unknown op {op!r}; expected one of {', '.join(UPDATE_OPS)}")
-        dataset = dataset_named(params["dataset"])
-        check_publish_scope(request, dataset, params["label"])
-        placeholder = FORMATS_BY_OP[op][0]
-        check_layout(params["label"], op, self._arg(params), placeholder)
-        return dataset
 
     @staticmethod
-    def _arg(params: dict) -> str | None:
-        """The key's argument: the graph for graph ops, the component for postproc."""
-        op, graph, component = params["op"], params["graph"], params["component"]
-        if op in GRAPH_OPS:
-            if component:
-                raise ApiError("invalid_key", f"{op} takes a graph, not a component")
-            return graph or None
-        if op == "postproc":
-            if graph:
-                raise ApiError("invalid_key", "postproc takes a component, not a graph")
-            return component or None
-        if graph or component:
-            raise ApiError("invalid_key", f"{op} takes no graph or component")
-        return None
+    def _file(data) -> Upload | None:
+        file = data.get("file")
+        if file is None:
+            return None
+        if not hasattr(file, "chunks"):
+            raise ApiError("invalid_file", "the multipart `file` part must be a file")
+        if file.size is not None and file.size > settings.DMSUPDATE["MAX_UPLOAD_BYTES"]:
+            raise too_large(settings.DMSUPDATE["MAX_UPLOAD_BYTES"])
+        return spool(file, filename=file.name or "")
 
     @staticmethod
-    def _body(data, multipart: bool, params: dict) -> Upload | None:
-        if multipart:
-            file = data.get("file")
-            if file is None:
-                return None
-            if not hasattr(file, "chunks"):
-                raise ApiError("invalid_file", "the multipart `file` part must be a file")
-            if file.size is not None and file.size > settings.DMSUPDATE["MAX_UPLOAD_BYTES"]:
-                raise too_large(settings.DMSUPDATE["MAX_UPLOAD_BYTES"])
-            return spool(file, filename=file.name or "")
+    def _raw(data) -> Upload | None:
         upload = data.get("upload") if hasattr(data, "get") else None
         if upload is not None and not upload.size:
             upload.close()
@@ -249,16 +216,13 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         given = RecordRequestSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         fields = given.validated_data
-        dataset = dataset_named(fields["dataset"])
-        check_publish_scope(request, dataset, None)
+        dataset = services.dataset_named(fields["dataset"])
         publisher = publisher_of(request)
         key = request.headers.get("Idempotency-Key") or None
-        print_ = services.fingerprint({k: fields.get(k) for k in sorted(fields)}, "")
-        with services.idempotent(publisher, key, print_) as earlier:
+        fingerprint = request_fingerprint({k: fields.get(k) for k in sorted(fields)}, "")
+        with idempotent(publisher.user, key, fingerprint) as earlier:
             if earlier is not None:
-                return Response(
-                    earlier, status=status.HTTP_201_CREATED, headers={"Idempotent-Replayed": "true"}
-                )
+                return replayed(earlier)
             event = services.record_external(
                 dataset,
                 s3_url=fields["s3_url"],
@@ -267,10 +231,9 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
                 md5=fields.get("md5"),
                 sha256=(fields.get("sha256") or "").lower(),
                 idempotency_key=key,
-                print_=print_,
-                check_label=lambda label: check_publish_scope(request, dataset, label),
+                fingerprint=fingerprint,
             )
-        return Response(event.response, status=status.HTTP_201_CREATED)
+            return answered(event)
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, ApiViewSet):

@@ -7,18 +7,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from publications.api.serializers import iso
+from dmsupdate.state.keys import iso
+from dmsupdate.state.status import FIELD_TYPES
 from publications.models import Dataset
+from servers.lag import LAG_FIELDS, Lag, lag_for
 from servers.models import Server
-from servers.services import LAG_FIELDS, Lag, lag_for
 
 # What the server list reads of each server (named rows, not model instances): the output
-# fields and what servers.services.state_of needs.
+# fields and what servers.lag.state_of needs.
 LIST_FIELDS = ("pk", "name", "dataset_name", *LAG_FIELDS, "failed_key", "last_error", "created_at")
 
 
 class ServerSerializer(serializers.ModelSerializer):
-    """A server with its replay lag: from the context's `lags` (servers.services.lags_of), else computed."""
+    """A server with its replay lag: from the context's `lags` (servers.lag.lags_of), else computed."""
 
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
     state = serializers.SerializerMethodField()
@@ -128,17 +129,27 @@ class ServerRegisteredSerializer(ServerSerializer):
         read_only_fields = [*ServerSerializer.Meta.read_only_fields, "token", "agent_token"]
 
 
-class StatusReportSerializer(serializers.Serializer):
-    """The agent's status.json (extra fields are kept in the report's body)."""
+def _status_field(name: str, kind: str) -> serializers.Field:
+    """The schema of one status.json field, from its type in dmsupdate.state.status.FIELD_TYPES."""
+    if kind.startswith("list"):
+        return serializers.ListField(child=serializers.JSONField(), required=False, help_text=kind)
+    if kind.startswith("boolean"):
+        return serializers.BooleanField(required=False, allow_null=True, help_text=kind)
+    if "{" in kind or "object" in kind or kind.startswith("number"):
+        return serializers.JSONField(required=False, allow_null=True, help_text=kind)
+    return serializers.CharField(required=False, allow_null=True, allow_blank=True, help_text=kind)
 
-    effectiveDate = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
-    lastSucceeded = serializers.BooleanField(required=False, allow_null=True)  # noqa: N815
-    lastUpdate = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
-    applied = serializers.JSONField(required=False)
-    failedKey = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # noqa: N815
-    error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    late = serializers.ListField(child=serializers.CharField(), required=False)
-    recent = serializers.ListField(child=serializers.CharField(), required=False)
+
+# The agent's status.json, as the API schema shows it; reports are read by parse_status (extra
+# fields are kept in the report's body).
+StatusReportSerializer = type(
+    "StatusReportSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "The agent's status.json (DESIGN §5).",
+        **{name: _status_field(name, kind) for name, kind in FIELD_TYPES.items()},
+    },
+)
 
 
 class ReportAcceptedSerializer(serializers.Serializer):

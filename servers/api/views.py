@@ -7,7 +7,6 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
@@ -19,9 +18,9 @@ from accounts.models import ApiToken, Role
 from accounts.permissions import AGENTS, OPERATORS, READERS, ApiViewSet, token_of
 from audit.services import actor_name, record
 from dmsupdate.api import ApiError
+from dmsupdate.state.status import InvalidStatus
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
-from jobs.services import start_job
 from servers.api.filters import ServerFilter
 from servers.api.serializers import (
     LIST_FIELDS,
@@ -30,8 +29,9 @@ from servers.api.serializers import (
     ServerSerializer,
     StatusReportSerializer,
 )
-from servers.models import Server
-from servers.services import ReportError, lags_of, rebuild_pending, record_report
+from servers.lag import lags_of, rebuild_pending
+from servers.models import RunTrigger, Server
+from servers.services import record_report, request_run
 
 
 def lag_context(view, servers: list[Server]) -> dict:
@@ -106,19 +106,8 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
 
     def _trigger(self, request: Request, kind: str) -> Response:
         server = self.get_object()
-        if not server.enabled:
-            raise ApiError("server_disabled", f"{server.name} is disabled; enable it first", 409)
-        if kind == JobKind.REBUILD:
-            Server.objects.filter(pk=server.pk).update(rebuild_requested_at=timezone.now())
-        job = start_job(
-            kind,
-            server=server,
-            dataset=server.dataset,
-            params={"trigger": "api"},
-            user=request.user,
-            actor=actor_name(request.user, token_of(request)),
-        )
-        return accepted(job)
+        actor = actor_name(request.user, token_of(request))
+        return accepted(request_run(server, kind, request.user, actor, RunTrigger.API))
 
     @extend_schema(request=None, responses={202: JobAcceptedSerializer})
     @action(detail=True, methods=["post"], url_path="update", url_name="update")
@@ -145,7 +134,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
             raise exceptions.PermissionDenied(f"this token does not report for {server.name}")
         try:
             report = record_report(server, request.data)
-        except ReportError as exc:
+        except InvalidStatus as exc:
             raise ApiError("invalid_report", str(exc)) from exc
         return Response(
             {

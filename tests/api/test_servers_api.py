@@ -124,7 +124,7 @@ def test_a_server_that_never_reported_has_what_follows_the_newest_image_pending(
 
 @pytest.mark.django_db
 def test_listed_lags_agree_with_each_server_counted_alone(viewer, dataset, other_dataset):
-    from servers.services import lag_for
+    from servers.lag import lag_for
 
     publish_rows(dataset, *range(0, 60, 3))
     publish_rows(other_dataset, *range(1, 40, 2))

@@ -15,9 +15,11 @@ from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
 from dmsupdate.state.stores import ObjectNotFound
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
+from operations.schedules import BACKUP_TASK
+from operations.schedules import ensure_schedules as ensure_backup_schedule
 from publications import gc
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
-from publications.schedules import BACKUP_TASK, GC_TASK, ensure_schedules
+from publications.schedules import GC_TASK, ensure_schedules
 from publications.tasks import gc_task
 from servers.models import Server
 
@@ -266,6 +268,7 @@ def test_gc_command_refuses_an_unknown_dataset():
 
 def test_gc_and_backup_are_scheduled_daily():
     ensure_schedules()
+    ensure_backup_schedule()
     for func in (GC_TASK, BACKUP_TASK):
         assert Schedule.objects.get(func=func).schedule_type == Schedule.DAILY
 

@@ -16,8 +16,8 @@ from accounts.models import Role
 from dmsupdate.agent.runner import Runner
 from publications.models import Dataset, ObjectState, PublicationEvent, StateObject
 from publications.sync import sync_dataset
+from servers.lag import lag_for
 from servers.models import Server
-from servers.services import lag_for
 from tests.agent.conftest import StateRoot
 from tests.api.fixtures import make_caller
 from tests.reliability.conftest import COUNTER, agent_config, bump_counter, publish_small_history

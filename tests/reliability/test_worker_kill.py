@@ -18,9 +18,9 @@ from django_q.models import Schedule
 
 from audit.models import AuditEvent
 from jobs.models import Job, JobKind, JobStatus
+from jobs.schedules import STALE_JOBS_TASK, ensure_schedules
 from jobs.services import start_job
 from publications.models import Dataset, StateObject
-from publications.schedules import STALE_JOBS_TASK, ensure_schedules
 from tests.reliability.conftest import publish_small_history
 from tests.reliability.faultproxy import Rule
 from tests.test_qcluster import database_url, start_cluster, stop_cluster

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from jobs.services import RUNNERS, run_job
+from jobs.registry import registered, runs
+from jobs.services import run_job
 
 PROBE_KIND = "probe"
 
@@ -29,5 +30,6 @@ def run_probe_job(job) -> dict:
 
 def run_probe_task(job_id: int) -> None:
     """The django-q2 task: `jobs.tasks.run_job_task` with the probe kind known to this worker."""
-    RUNNERS[PROBE_KIND] = f"{__name__}:run_probe_job"
+    if not registered(PROBE_KIND):
+        runs(PROBE_KIND)(run_probe_job)
     run_job(job_id)

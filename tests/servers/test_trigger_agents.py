@@ -25,8 +25,8 @@ from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
 from jobs.models import JobKind, JobStatus
 from jobs.services import start_job
 from publications.models import Dataset, ObjectState, StateObject
+from servers.lag import lag_for
 from servers.models import RunResult, Server, UpdateRun
-from servers.services import lag_for
 from tests.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -12,6 +14,7 @@ from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, StateObject
 from servers.models import Server, StatusReport
 from tests.factories import register_update
+from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS
 
 PASSWORD = "correct horse battery staple"
 
@@ -30,12 +33,12 @@ def _user(username: str, group: str | None = None, **extra) -> User:
 
 
 @pytest.fixture
-def operator(db) -> User:
+def operator_user(db) -> User:
     return _user("olivia", "operator")
 
 
 @pytest.fixture
-def viewer(db) -> User:
+def viewer_user(db) -> User:
     return _user("victor", "viewer")
 
 
@@ -46,29 +49,29 @@ def nobody(db) -> User:
 
 
 @pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
+def operator_client(client, operator_user):
+    client.force_login(operator_user)
     return client
 
 
 @pytest.fixture
-def viewer_client(client, viewer):
-    client.force_login(viewer)
+def viewer_client(client, viewer_user):
+    client.force_login(viewer_user)
     return client
 
 
 @pytest.fixture
-def dataset(db, tmp_path) -> Dataset:
+def ui_dataset(db, tmp_path) -> Dataset:
     root = tmp_path / "state"
     root.mkdir()
     return Dataset.objects.create(name="flood", s3root=f"file://{root}")
 
 
-def _publish_updates(dataset: Dataset, count: int, start: EffectiveTime, step_seconds: int = 60) -> list:
+def _publish_updates(ui_dataset: Dataset, count: int, start: EffectiveTime, step_seconds: int = 60) -> list:
     """Register `count` published updates (and their publication events), one every `step_seconds`."""
     return [
         register_update(
-            dataset,
+            ui_dataset,
             EffectiveTime(start.nanos + i * step_seconds * 1_000_000_000),
             f"http://example.org/graph/{i}",
             size=100 + i,
@@ -78,18 +81,18 @@ def _publish_updates(dataset: Dataset, count: int, start: EffectiveTime, step_se
 
 
 @pytest.fixture
-def updates(dataset) -> list[StateObject]:
+def updates(ui_dataset) -> list[StateObject]:
     """Five published updates, a minute apart, ending ten minutes ago."""
     start = EffectiveTime.from_datetime(timezone.now() - timedelta(minutes=14))
-    return _publish_updates(dataset, 5, start)
+    return _publish_updates(ui_dataset, 5, start)
 
 
-def _add_server(dataset: Dataset, name: str, effective_ns: int | None, **fields) -> Server:
+def _add_server(ui_dataset: Dataset, name: str, effective_ns: int | None, **fields) -> Server:
     """A server that reported `effective_ns` a minute ago, with a few status reports for its sparkline."""
     now = timezone.now()
     server = Server.objects.create(
         name=name,
-        dataset=dataset,
+        dataset=ui_dataset,
         effective_ns=effective_ns,
         last_report_at=fields.pop("last_report_at", now - timedelta(minutes=1)),
         last_succeeded=fields.pop("last_succeeded", True),
@@ -106,13 +109,13 @@ def _add_server(dataset: Dataset, name: str, effective_ns: int | None, **fields)
 
 
 @pytest.fixture
-def fleet(dataset, updates) -> dict[str, Server]:
+def fleet(ui_dataset, updates) -> dict[str, Server]:
     """Three servers of `flood`: one up to date, one two updates behind, one failing on a key."""
     return {
-        "fresh": _add_server(dataset, "fuseki-1", updates[-1].effective_ns),
-        "lagging": _add_server(dataset, "fuseki-2", updates[2].effective_ns),
+        "fresh": _add_server(ui_dataset, "fuseki-1", updates[-1].effective_ns),
+        "lagging": _add_server(ui_dataset, "fuseki-2", updates[2].effective_ns),
         "broken": _add_server(
-            dataset,
+            ui_dataset,
             "fuseki-3",
             updates[0].effective_ns,
             last_succeeded=False,
@@ -132,3 +135,36 @@ def add_server(db):
 def publish_updates(db):
     """`publish_updates(dataset, count, start)`: published updates with their publication events."""
     return _publish_updates
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless Chromium for these tests (the Debian package; never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests
+    # make between browser steps are plain synchronous code, so allow them here only.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh browser context (no cookies) with a laptop-sized window."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()

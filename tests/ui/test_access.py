@@ -30,17 +30,17 @@ def test_a_polled_fragment_after_logout_sends_the_browser_to_login(client, fleet
 
 
 @pytest.mark.parametrize("url", PAGES)
-def test_viewers_and_operators_see_every_page(viewer_client, operator, fleet, url):
+def test_viewers_and_operators_see_every_page(viewer_client, operator_user, fleet, url):
     assert viewer_client.get(url).status_code == 200
-    viewer_client.force_login(operator)
+    viewer_client.force_login(operator_user)
     assert viewer_client.get(url).status_code == 200
 
 
-def test_the_audit_log_is_for_operators_as_in_the_api(viewer_client, operator, fleet):
+def test_the_audit_log_is_for_operators_as_in_the_api(viewer_client, operator_user, fleet):
     response = viewer_client.get("/audit/")
     assert response.status_code == 403 and b"operator" in response.content
     assert b'href="/audit/"' not in viewer_client.get("/").content
-    viewer_client.force_login(operator)
+    viewer_client.force_login(operator_user)
     assert viewer_client.get("/audit/").status_code == 200
 
 
@@ -66,26 +66,26 @@ def test_operators_see_action_buttons(operator_client, fleet):
 
 
 @pytest.mark.parametrize("url,data", ACTIONS)
-def test_viewers_posting_an_action_get_403_and_nothing_starts(viewer_client, fleet, dataset, url, data):
-    data = {k: (dataset.pk if v == "DATASET" else v) for k, v in data.items()}
+def test_viewers_posting_an_action_get_403_and_nothing_starts(viewer_client, fleet, ui_dataset, url, data):
+    data = {k: (ui_dataset.pk if v == "DATASET" else v) for k, v in data.items()}
     response = viewer_client.post(url, data)
     assert response.status_code == 403
     assert Job.objects.count() == 0
 
 
 @pytest.mark.parametrize("url,data", ACTIONS)
-def test_actions_without_a_csrf_token_are_refused(operator, fleet, dataset, url, data):
+def test_actions_without_a_csrf_token_are_refused(operator_user, fleet, ui_dataset, url, data):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(operator)
-    data = {k: (dataset.pk if v == "DATASET" else v) for k, v in data.items()}
+    client.force_login(operator_user)
+    data = {k: (ui_dataset.pk if v == "DATASET" else v) for k, v in data.items()}
     response = client.post(url, data)
     assert response.status_code == 403 and b"CSRF" in response.content
     assert Job.objects.count() == 0
 
 
-def test_actions_with_the_pages_csrf_token_are_accepted(operator, fleet):
+def test_actions_with_the_pages_csrf_token_are_accepted(operator_user, fleet):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(operator)
+    client.force_login(operator_user)
     page = client.get("/servers/fuseki-2/")
     token = page.cookies["csrftoken"].value
     assert 'name="csrfmiddlewaretoken"' in page.content.decode()

@@ -37,8 +37,8 @@ def test_last_report_is_relative_with_the_exact_time_on_hover(viewer_client, fle
     assert ">1 min ago<" in row
 
 
-def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, dataset):
-    quiet = Server.objects.create(name="quiet", dataset=dataset)
+def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, ui_dataset):
+    quiet = Server.objects.create(name="quiet", dataset=ui_dataset)
     html = viewer_client.get("/").content.decode()
     spark = re.search(
         r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row_of(html, "fuseki-2"), re.S
@@ -51,17 +51,19 @@ def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, 
     assert "no reports in 24 h" in row_of(html, quiet.name)
 
 
-def test_a_server_that_never_reported_is_behind_with_everything_pending(viewer_client, dataset, updates):
-    Server.objects.create(name="newcomer", dataset=dataset)
+def test_a_server_that_never_reported_is_behind_with_everything_pending(viewer_client, ui_dataset, updates):
+    Server.objects.create(name="newcomer", dataset=ui_dataset)
     row = row_of(viewer_client.get("/").content.decode(), "newcomer")
     assert 'badge-warn">behind<' in row and "never reported, 5 updates to replay" in row
 
 
-def test_disabled_and_rebuilding_servers_show_their_own_badges(viewer_client, dataset, updates, add_server):
+def test_disabled_and_rebuilding_servers_show_their_own_badges(
+    viewer_client, ui_dataset, updates, add_server
+):
     from django.utils import timezone
 
-    add_server(dataset, "off", updates[-1].effective_ns, enabled=False)
-    add_server(dataset, "rebuilt", updates[-1].effective_ns, rebuild_requested_at=timezone.now())
+    add_server(ui_dataset, "off", updates[-1].effective_ns, enabled=False)
+    add_server(ui_dataset, "rebuilt", updates[-1].effective_ns, rebuild_requested_at=timezone.now())
     html = viewer_client.get("/").content.decode()
     assert ">disabled<" in row_of(html, "off")
     assert ">rebuilding<" in row_of(html, "rebuilt")
@@ -86,7 +88,7 @@ def test_empty_states_say_what_to_do(viewer_client, db):
     assert "No datasets yet" in html and "manage.py demo" in html
 
 
-def test_a_dataset_without_servers_explains_how_to_register_one(viewer_client, dataset):
+def test_a_dataset_without_servers_explains_how_to_register_one(viewer_client, ui_dataset):
     assert "POST /api/v1/servers/" in viewer_client.get("/").content.decode()
 
 
@@ -103,7 +105,7 @@ def _count_queries(client, url: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("url", ["/", "/fleet/rows"])
 def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
-    viewer_client, dataset, updates, url, add_server, publish_updates
+    viewer_client, ui_dataset, updates, url, add_server, publish_updates
 ):
     from dmsupdate.state.keys import EffectiveTime
     from publications.models import Dataset
@@ -111,10 +113,10 @@ def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
     other = Dataset.objects.create(name="other", s3root="file:///nowhere")
     publish_updates(other, 3, EffectiveTime(updates[0].effective_ns))
     for i in range(3):
-        add_server(dataset if i % 2 else other, f"small-{i}", updates[i].effective_ns)
+        add_server(ui_dataset if i % 2 else other, f"small-{i}", updates[i].effective_ns)
     small = _count_queries(viewer_client, url)
     for i in range(3, 30):
-        add_server(dataset if i % 2 else other, f"big-{i}", updates[i % 5].effective_ns)
+        add_server(ui_dataset if i % 2 else other, f"big-{i}", updates[i % 5].effective_ns)
     big = _count_queries(viewer_client, url)
     assert Server.objects.count() == 30
     assert small == big
@@ -124,23 +126,23 @@ def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
     assert warm < cold and warm <= 8
 
 
-def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, dataset, updates, monkeypatch):
+def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, ui_dataset, updates, monkeypatch):
     import servers.dashboard
-    import servers.templatetags.dashboard as tags
+    import servers.templatetags.fleet as tags
 
     monkeypatch.setattr(servers.dashboard, "PENDING_CAP", 3)
     monkeypatch.setattr(tags, "PENDING_CAP", 3)
-    Server.objects.create(name="newcomer", dataset=dataset)
+    Server.objects.create(name="newcomer", dataset=ui_dataset)
     row = row_of(viewer_client.get("/").content.decode(), "newcomer")
     assert ">3+<" in row and "never reported, 3+ updates to replay" in row
 
 
-def test_fleet_pending_counts_match_the_lag_service(fleet, dataset, updates, add_server):
+def test_fleet_pending_counts_match_the_lag_service(fleet, ui_dataset, updates, add_server):
     from servers.dashboard import fleet as fleet_sections
     from servers.services import lag_for
 
-    Server.objects.create(name="newcomer", dataset=dataset)
-    add_server(dataset, "between", updates[2].effective_ns + 1)
+    Server.objects.create(name="newcomer", dataset=ui_dataset)
+    add_server(ui_dataset, "between", updates[2].effective_ns + 1)
     rows = {row.server.name: row.lag.pending_updates for s in fleet_sections() for row in s.rows}
     assert rows == {s.name: lag_for(s).pending_updates for s in Server.objects.all()}
     assert rows["between"] == 2 and rows["newcomer"] == 5

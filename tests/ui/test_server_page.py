@@ -11,7 +11,7 @@ from jobs.models import Job, JobKind, JobStatus
 from servers.models import RunResult, Server, UpdateRun
 
 
-def test_server_page_shows_state_lag_history_and_runs(viewer_client, fleet, updates, operator):
+def test_server_page_shows_state_lag_history_and_runs(viewer_client, fleet, updates, operator_user):
     server = fleet["broken"]
     now = timezone.now()
     UpdateRun.objects.create(
@@ -22,7 +22,7 @@ def test_server_page_shows_state_lag_history_and_runs(viewer_client, fleet, upda
         ops_applied=3,
         failed_key=updates[1].key,
         error="HTTP 500 from the store",
-        requested_by=operator,
+        requested_by=operator_user,
     )
     html = viewer_client.get("/servers/fuseki-3/").content.decode()
     assert ">failing<" in html and "4 updates, 4 min behind" in html
