@@ -116,6 +116,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "prepare_threshold": 5 if env_bool("DMSUPDATE_DB_PREPARED_STATEMENTS", True) else None,
         **DATABASES["default"].get("OPTIONS", {}),
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default is written by the web server (agents' reports), the worker and its
+    # fleet jobs at once. Each transaction takes the write lock when it begins (a read lock
+    # upgraded mid-transaction is refused at once, whatever the timeout), waits up to 30 s for
+    # it, and readers never block the writer (write-ahead log).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

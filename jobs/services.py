@@ -9,9 +9,12 @@ and end is written to the audit log.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from audit.middleware import request_id_scope
@@ -20,6 +23,11 @@ from jobs.models import Job, JobStatus
 from jobs.registry import registered, runner_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a job's own write waits out a busy or briefly absent database before giving up:
+# longer than SQLite's lock wait (settings) and a PostgreSQL restart.
+BOOKKEEPING_SECONDS = 120.0
 
 
 class JobFailed(Exception):
@@ -67,19 +75,57 @@ def start_job(
     return job
 
 
-def progress(job: Job, percent: int, text: str = "") -> None:
-    """Record progress (0-100) and a heartbeat; read by the dashboard and GET /api/v1/jobs/{id}/."""
+def bookkeeping(write: Callable[[], T], limit: float = BOOKKEEPING_SECONDS) -> T:
+    """Run one of a job's own database writes, again after a pause when the database is busy or away.
+
+    A job must not fail for its bookkeeping: SQLite answers "database is locked" while
+    another process writes, PostgreSQL may restart or cancel a statement. `write` opens
+    its own transaction (called outside any), so a retry starts clean. Raises the last
+    error after `limit` seconds.
+    """
+    deadline = time.monotonic() + limit
+    pause = 0.05
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + pause > deadline or connection.in_atomic_block:
+                raise
+            log.warning("database busy or away (%s); writing again in %.2f s", exc, pause)
+            connection.close_if_unusable_or_obsolete()
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def progress(job: Job, percent: int, text: str = "", partial: dict | None = None) -> None:
+    """Record progress (0-100) and a heartbeat; read by the dashboard and GET /api/v1/jobs/{id}/.
+
+    `partial` is the result so far (a fleet job's per-server table while it runs); the
+    final result replaces it. A progress write that fails is logged, never fatal.
+    """
     percent = max(0, min(100, int(percent)))
-    Job.objects.filter(pk=job.pk).update(
-        progress=percent, progress_text=text[:500], heartbeat_at=timezone.now()
-    )
+    fields: dict[str, Any] = {
+        "progress": percent,
+        "progress_text": text[:500],
+        "heartbeat_at": timezone.now(),
+    }
+    if partial is not None:
+        fields["result"] = partial
+    try:
+        bookkeeping(
+            lambda: Job.objects.filter(pk=job.pk).update(**{**fields, "heartbeat_at": timezone.now()})
+        )
+    except DatabaseError as exc:
+        log.warning("progress of job %s not recorded: %s", job.pk, exc)
     job.progress, job.progress_text = percent, text
 
 
 def run_job(job_id: int) -> None:
     """Run one job to its end; a job never stays `running` after its runner returns or raises."""
-    claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    claimed = bookkeeping(
+        lambda: Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+        )
     )
     if not claimed:
         log.info("job %s is not queued any more; not running it twice", job_id)
@@ -97,22 +143,28 @@ def run_job(job_id: int) -> None:
         else:
             _finish(job, JobStatus.SUCCEEDED, result, "")
     job.refresh_from_db()
-    record(
-        job.actor or "system",
-        f"job.{job.kind}.{job.status}",
-        target,
-        {"job": job.pk, "error": job.error, "summary": job.result.get("summary", "")},
+    bookkeeping(
+        lambda: record(
+            job.actor or "system",
+            f"job.{job.kind}.{job.status}",
+            target,
+            {"job": job.pk, "error": job.error, "summary": job.result.get("summary", "")},
+        )
     )
 
 
 def _finish(job: Job, status: str, result: dict, error: str) -> None:
-    Job.objects.filter(pk=job.pk).update(
-        status=status,
-        result=result,
-        error=error[:10000],
-        progress=100 if status == JobStatus.SUCCEEDED else job.progress,
-        finished_at=timezone.now(),
-        heartbeat_at=timezone.now(),
+    now = timezone.now()
+    bookkeeping(
+        lambda: Job.objects.filter(pk=job.pk).update(
+            status=status,
+            result=result,
+            error=error[:10000],
+            progress=100 if status == JobStatus.SUCCEEDED else job.progress,
+            progress_text="" if status == JobStatus.SUCCEEDED else job.progress_text,
+            finished_at=now,
+            heartbeat_at=now,
+        )
     )
 
 

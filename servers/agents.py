@@ -22,6 +22,7 @@ from dmsupdate.agent.client import (
     AgentTimeout,
     AgentUnreachable,
     Deadline,
+    StatusWatcher,
 )
 from servers.models import RunKind, RunResult, Server, StatusReport
 
@@ -45,11 +46,13 @@ class AgentAnswer:
     duration: float
 
 
-def wait_for_push_agent(server: Server, kind: str, deadline: Deadline) -> Outcome:
+def wait_for_push_agent(
+    server: Server, kind: str, deadline: Deadline, watch: StatusWatcher | None = None
+) -> Outcome:
     """Trigger a run on the agent's serve endpoint and follow it to its end or the deadline."""
     client = AgentClient(server.agent_url, server.agent_token)
     try:
-        return Outcome(RunResult.OK, client.run_to_end(kind, deadline))
+        return Outcome(RunResult.OK, client.run_to_end(kind, deadline, watch))
     except AgentUnreachable as exc:
         return Outcome(RunResult.UNREACHABLE, error=str(exc))
     except AgentBusy as exc:
@@ -83,12 +86,17 @@ def wait_for_pull_agent(server: Server, since: datetime, deadline: Deadline, kin
         pause = min(pause * 1.5, POLL_MAX_SECONDS)
 
 
-def call_agent(server: Server, kind: str, timeout: float, since: datetime) -> AgentAnswer:
-    """Trigger the agent (or wait for a pull agent's report) until it ends or `timeout` passes."""
+def call_agent(
+    server: Server, kind: str, timeout: float, since: datetime, watch: StatusWatcher | None = None
+) -> AgentAnswer:
+    """Trigger the agent (or wait for a pull agent's report) until it ends or `timeout` passes.
+
+    `watch` sees the push agent's status while its run goes (servers.jobs shows its progress).
+    """
     clock = time.monotonic()
     deadline = Deadline(timeout)
     if server.agent_url:
-        outcome = wait_for_push_agent(server, kind, deadline)
+        outcome = wait_for_push_agent(server, kind, deadline, watch)
     else:
         outcome = wait_for_pull_agent(server, since, deadline, kind)
     return AgentAnswer(outcome, timezone.now(), time.monotonic() - clock)

@@ -1,9 +1,12 @@
 """Job runners of the servers app: update, update-all and rebuild (trigger and wait).
 
-A job covers one server or every enabled server of a dataset. Agents are called
-in a thread pool; each answer is recorded (servers.runs) on the pool thread's own
-connection, so the answers of a fleet, which tend to arrive together, are
-written in parallel.
+A job covers one server, a chosen few, or every enabled server of a dataset.
+Agents are called in a thread pool that never writes to the database; the job's
+own thread is the one writer of its results: it records the answers as they come
+(servers.runs), a batch per wake-up, each write retried while the database is
+busy (jobs.services.bookkeeping), so a fleet job never fails for its bookkeeping,
+on SQLite as on PostgreSQL. While agents run, their reported `progress` is shown
+in the job's partial result.
 """
 
 from __future__ import annotations
@@ -21,44 +24,103 @@ from django.utils import timezone
 from audit.services import record
 from jobs.models import Job, JobKind
 from jobs.registry import runs
-from jobs.services import JobFailed, progress
-from servers.agents import call_agent
+from jobs.services import JobFailed, bookkeeping, progress
+from servers.agents import AgentAnswer, Outcome, call_agent
 from servers.models import RunKind, RunResult, RunTrigger, Server, UpdateRun
 from servers.runs import begin_runs, finish_run, summarize
 
 log = logging.getLogger(__name__)
 
-# Database connections the pool threads may hold at once to record answers (bounded, whatever
-# TRIGGER_CONCURRENCY is, so a wide fan-out cannot exhaust PostgreSQL's connection limit).
-RECORDERS = 8
 # How often a trigger job writes its progress (and heartbeat) while answers come in.
 PROGRESS_SECONDS = 1.0
-_recorders = threading.BoundedSemaphore(RECORDERS)
 
 
 def servers_for(job: Job) -> list[Server]:
-    """The servers a trigger job covers: its one server, or every enabled server of its dataset."""
+    """The servers a trigger job covers: its one server, the chosen ones, or every enabled server of its dataset."""
+    chosen = (job.params or {}).get("servers")
     if job.server_id is not None:
         return [Server.objects.select_related("dataset").get(pk=job.server_id)]
+    if chosen:
+        return list(Server.objects.filter(pk__in=chosen, enabled=True).order_by("name"))
     if job.dataset_id is None:
         raise JobFailed("an update-all job needs a dataset")
     return list(Server.objects.filter(dataset_id=job.dataset_id, enabled=True).order_by("name"))
 
 
-def _trigger_in_thread(
-    server: Server, kind: str, job: Job, run: UpdateRun, timeout: float, go: threading.Event
-) -> dict:
-    """Pool worker: wait on the agent, then record its answer on the thread's own connection."""
+class Watched:
+    """The last `progress` each agent showed while its run goes (written by pool threads, read by the job)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, dict] = {}
+
+    def watcher(self, name: str):
+        def seen(status: dict) -> None:
+            shown = status.get("progress")
+            if isinstance(shown, dict):
+                with self._lock:
+                    self._seen[name] = shown
+
+        return seen
+
+    def of(self, name: str) -> dict | None:
+        with self._lock:
+            return self._seen.get(name)
+
+
+def _call_in_thread(
+    server: Server, kind: str, run: UpdateRun, timeout: float, go: threading.Event, watched: Watched
+) -> AgentAnswer:
+    """Pool worker: wait on the agent; nothing written here (the job's thread records the answer)."""
     # Start together: threads that already talk to agents would slow down (through the GIL)
     # the job's thread still starting the others, and the last agent would be called seconds late.
     go.wait()
     try:
-        answer = call_agent(server, kind, timeout, run.started_at)
-        with _recorders:
-            with transaction.atomic():
-                return finish_run(server, kind, job, run, answer, audit_ok=False)
+        return call_agent(server, kind, timeout, run.started_at, watched.watcher(server.name))
     finally:
-        connection.close()
+        connection.close()  # a pull agent's wait reads its reports on this thread's connection
+
+
+def _record(batch: list[tuple[Server, AgentAnswer]], kind: str, job: Job, opened: dict) -> dict[str, dict]:
+    """Record a batch of answers in one transaction, retried as a whole while the database is busy."""
+
+    def write() -> dict[str, dict]:
+        with transaction.atomic():
+            return {s.name: finish_run(s, kind, job, opened[s.pk], a, audit_ok=False) for s, a in batch}
+
+    try:
+        return bookkeeping(write)
+    except Exception as exc:  # noqa: BLE001 - one answer that cannot be recorded must not lose the others
+        if len(batch) > 1:
+            entries: dict[str, dict] = {}
+            for one in batch:
+                entries.update(_record([one], kind, job, opened))
+            return entries
+        server, _ = batch[0]
+        log.error("recording the run of %s failed: %s", server.name, exc, exc_info=exc)
+        bookkeeping(
+            lambda: UpdateRun.objects.filter(pk=opened[server.pk].pk).update(
+                result=RunResult.FAILED, error=f"not recorded: {exc}"[:2000], finished_at=timezone.now()
+            )
+        )
+        return {server.name: {"result": RunResult.FAILED, "error": f"{exc.__class__.__name__}: {exc}"}}
+
+
+def _crashed(exc: BaseException) -> AgentAnswer:
+    return AgentAnswer(
+        Outcome(RunResult.FAILED, error=f"{exc.__class__.__name__}: {exc}"), timezone.now(), 0.0
+    )
+
+
+def _live(servers: list[Server], results: dict[str, dict], watched: Watched) -> dict[str, Any]:
+    """The job's result while it runs: finished servers' entries, and how far the others are."""
+    shown: dict[str, dict] = {}
+    for server in servers:
+        if server.name in results:
+            shown[server.name] = results[server.name]
+        else:
+            shown[server.name] = {"result": RunResult.RUNNING, "progress": watched.of(server.name)}
+    return {"servers": shown, "summary": summarize(results) if results else ""}
 
 
 @runs(JobKind.UPDATE, JobKind.UPDATE_ALL, JobKind.REBUILD)
@@ -66,7 +128,8 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     """Runner of `update`, `update_all` and `rebuild` jobs.
 
     params: `timeout` (seconds per server), `trigger` (a RunTrigger), `debounce` (seconds
-    to wait first, so late files of a burst of publications are included).
+    to wait first, so late files of a burst of publications are included), `servers`
+    (ids of the chosen servers, when the job covers a few).
     Ends `failed` (with the full per-server result) when any server did not end `ok`.
     """
     conf = settings.DMSUPDATE
@@ -85,44 +148,45 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
         return {"servers": {}, "summary": "no enabled servers"}
     total = len(servers)
     results: dict[str, dict] = {}
-    progress(job, 0, f"0 of {total} servers done")
+    watched = Watched()
     workers = max(1, min(int(conf["TRIGGER_CONCURRENCY"]), total))
     # All runs are opened first in one insert, so no agent's trigger waits on the database.
-    opened = begin_runs(servers, kind, job, trigger)
+    opened = bookkeeping(lambda: begin_runs(servers, kind, job, trigger))
+    progress(job, 0, f"0 of {total} servers done", _live(servers, results, watched))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
         go = threading.Event()
         pending: dict[Future, Server] = {
-            pool.submit(_trigger_in_thread, s, kind, job, opened[s.pk], timeout, go): s for s in servers
+            pool.submit(_call_in_thread, s, kind, opened[s.pk], timeout, go, watched): s for s in servers
         }
         go.set()
         shown = time.monotonic()
         while pending:
-            # Wake up now and then even when no server finished, to keep the job's heartbeat fresh.
-            done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
+            # Wake up now and then even when no server finished: progress and the heartbeat stay fresh.
+            done, _ = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+            batch = []
             for future in done:
                 server = pending.pop(future)
                 try:
-                    results[server.name] = future.result()
+                    batch.append((server, future.result()))
                 except Exception as exc:  # noqa: BLE001 - one server's crash must not lose the others
                     log.error("trigger of %s failed: %s", server.name, exc, exc_info=exc)
-                    results[server.name] = {
-                        "result": RunResult.FAILED,
-                        "error": f"{exc.__class__.__name__}: {exc}",
-                    }
-                    UpdateRun.objects.filter(pk=opened[server.pk].pk).update(
-                        result=RunResult.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-                    )
+                    batch.append((server, _crashed(exc)))
+            if batch:
+                results.update(_record(batch, kind, job, opened))
             # Answers of a fleet arrive together: one progress write per PROGRESS_SECONDS, not one each.
-            if not pending or time.monotonic() - shown >= PROGRESS_SECONDS:
-                progress(job, int(100 * len(results) / total), f"{len(results)} of {total} servers done")
+            if pending and time.monotonic() - shown >= PROGRESS_SECONDS:
+                text = f"{len(results)} of {total} servers done"
+                progress(job, int(100 * len(results) / total), text, _live(servers, results, watched))
                 shown = time.monotonic()
     ordered = {name: results[name] for name in sorted(results)}
     result = {"servers": ordered, "summary": summarize(ordered)}
     ok = {name: e.get("effective_after") for name, e in ordered.items() if e["result"] == RunResult.OK}
     if ok:
         # Failures were audited one row each, with their key and error; the successes share one row.
-        target = servers[0].name if job.server_id else job.dataset.name
-        record(job.actor or "system", f"server.{kind}.ok", target, {"job": job.pk, "servers": ok})
+        target = servers[0].name if job.server_id else (job.dataset.name if job.dataset else "servers")
+        bookkeeping(
+            lambda: record(job.actor or "system", f"server.{kind}.ok", target, {"job": job.pk, "servers": ok})
+        )
     if any(entry["result"] != RunResult.OK for entry in ordered.values()):
         raise JobFailed(result["summary"], result)
     return result

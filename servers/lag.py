@@ -106,6 +106,8 @@ LAG_FIELDS = (
     "late_keys",
     "unreachable_since",
     "rebuild_requested_at",
+    "apply_ops",
+    "apply_seconds",
 )
 
 
@@ -117,6 +119,8 @@ class Lag:
     lag_seconds: float | None  # None when the server never reported an effective time
     state: str
     missing_updates: int = 0  # needed updates gone from the bucket (see missing_needed)
+    # Time to apply what is pending at the server's own recent apply rate; None when unknown.
+    catch_up_seconds: float | None = None
 
 
 def lags_of(servers: Sequence[Any], now: datetime | None = None) -> dict[int, Lag]:
@@ -196,7 +200,16 @@ def lag_of(
         lag = None
     else:
         lag = max(0.0, (head_ns - server.effective_ns) / NANOS)
-    return Lag(pending, lag, state_of(server, pending, now, missing), missing)
+    return Lag(pending, lag, state_of(server, pending, now, missing), missing, catch_up(server, pending))
+
+
+def catch_up(server: Any, pending: int) -> float | None:
+    """`catch_up_seconds` (DESIGN §6): pending updates at the server's recent apply rate (Server.apply_ops)."""
+    if pending == 0:
+        return 0.0
+    if not server.apply_ops or server.apply_seconds <= 0:
+        return None
+    return pending * server.apply_seconds / server.apply_ops
 
 
 def rebuild_pending(server: Any) -> bool:

@@ -51,6 +51,10 @@ class Server(models.Model):
     unreachable_error = models.TextField(blank=True)
     # Set when a rebuild was asked for; the server shows `rebuilding` until a later report.
     rebuild_requested_at = models.DateTimeField(null=True, blank=True)
+    # The server's recent apply rate (operations and seconds of its update runs, older runs
+    # weighing less): `catch_up_seconds` (DESIGN §6) is its pending updates at this rate.
+    apply_ops = models.FloatField(default=0)
+    apply_seconds = models.FloatField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -78,6 +82,28 @@ class Server(models.Model):
         """Forget the rebuild requested at `when` (the agent never started it); a later request stays."""
         cls.objects.filter(pk=pk, rebuild_requested_at=when).update(rebuild_requested_at=None)
 
+    # Weight of the apply rate so far when a run adds its own (about the last five runs count).
+    APPLY_RATE_MEMORY = 0.8
+
+    @classmethod
+    def note_apply_rate(cls, pk: int, ops: int, seconds: float) -> None:
+        """Fold one update run (ops applied in seconds) into the server's recent apply rate."""
+        keep = cls.APPLY_RATE_MEMORY
+        cls.objects.filter(pk=pk).update(
+            apply_ops=models.F("apply_ops") * keep + ops,
+            apply_seconds=models.F("apply_seconds") * keep + seconds,
+        )
+
+    @classmethod
+    def set_enabled(cls, pks: list[int], enabled: bool) -> list[str]:
+        """Enable or disable these servers; returns the names of those that changed.
+
+        A disabled server is left out of "Update all", publication triggers and "applied on k of N".
+        """
+        changed = list(cls.objects.filter(pk__in=pks).exclude(enabled=enabled).values_list("name", flat=True))
+        cls.objects.filter(name__in=changed).update(enabled=enabled)
+        return changed
+
 
 class StatusReport(models.Model):
     """One status report from an agent (or a failed contact), kept for history and the lag sparkline."""
@@ -100,6 +126,27 @@ class StatusReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.server} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class LagHour(models.Model):
+    """A server's lag over one hour: at its last report of the hour, and the worst reported in it.
+
+    Kept up to date by every report (servers.services.record_report), so the fleet's
+    sparklines and the 7-day chart read a row per server and hour, not every report.
+    """
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="lag_hours")
+    hour = models.IntegerField(help_text="hours since 1970-01-01 UTC")
+    pending_updates = models.IntegerField(default=0)
+    lag_seconds = models.FloatField(default=0)
+    max_pending = models.IntegerField(default=0)
+    max_lag_seconds = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server", "hour"], name="lag_hour_per_server")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} @ hour {self.hour}"
 
 
 class RunResult(ColouredChoices):
@@ -148,6 +195,8 @@ class UpdateRun(models.Model):
     effective_after_ns = models.BigIntegerField(null=True, blank=True)
     failed_key = models.CharField(max_length=1024, blank=True)
     error = models.TextField(blank=True)
+    # Keys of the run not applied, each with its reason (status.json `skipped`): [{"key", "reason"}].
+    skipped = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -13,11 +13,14 @@ from django.utils import timezone
 
 from audit.services import record
 from dmsupdate.state.keys import EffectiveTime
-from dmsupdate.state.status import InvalidStatus, parse_effective
+from dmsupdate.state.status import InvalidStatus, parse_status
 from jobs.models import Job
-from servers.agents import AgentAnswer, Outcome, call_agent
+from servers.agents import AgentAnswer, Outcome
 from servers.models import RunKind, RunResult, Server, UpdateRun
 from servers.services import mark_unreachable, record_report
+
+# Skipped keys a job's result lists per server (the run keeps them all).
+SKIPPED_SHOWN = 50
 
 # Order of the summary line, worst news last so the eye finds it at the end.
 RESULT_ORDER = (
@@ -64,25 +67,26 @@ def finish_run(
     if kind == RunKind.REBUILD and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
         # The rebuild never started: do not show `rebuilding` for a request the agent never took.
         Server.withdraw_rebuild(server.pk, run.started_at)
-    status = outcome.status or {}
-    applied = status.get("applied") or 0
-    if isinstance(applied, list):
-        applied = len(applied)
     try:
-        after = parse_effective(status.get("effectiveDate"))
+        status = parse_status(outcome.status or {})
     except InvalidStatus:
-        after = None
+        status = parse_status({})
     run.finished_at = answer.finished
     run.result = outcome.result
-    run.ops_applied = applied if isinstance(applied, int) else 0
-    run.effective_after_ns = after.nanos if after is not None else None
+    run.ops_applied = status.applied
+    run.effective_after_ns = status.effective_ns
     run.failed_key = outcome.failed_key[:1024]
     run.error = outcome.error
+    run.skipped = [{"key": s.key, "reason": s.reason} for s in status.skipped]
     run.save()
+    if kind == RunKind.UPDATE and outcome.result == RunResult.OK and status.applied:
+        Server.note_apply_rate(server.pk, status.applied, answer.duration)
     entry = {
         "result": outcome.result,
         "run": run.pk,
         "ops_applied": run.ops_applied,
+        "skipped": run.skipped[:SKIPPED_SHOWN],
+        "skipped_count": len(run.skipped),
         "effective_before": _path(run.effective_before_ns),
         "effective_after": _path(run.effective_after_ns),
         "duration_seconds": round(answer.duration, 3),
@@ -99,43 +103,45 @@ def finish_run(
         job.actor if job and job.actor else "system",
         f"server.{kind}.{outcome.result}",
         server.name,
-        {k: v for k, v in entry.items() if v not in ("", None)} | {"job": job.pk if job else None},
+        {k: v for k, v in entry.items() if v not in ("", None, [], 0) or k == "ops_applied"}
+        | {"job": job.pk if job else None},
     )
     return entry
 
 
-def trigger_server(server: Server, kind: str, job: Job | None, timeout: float, trigger: str) -> dict:
-    """Run an update or rebuild on one server and wait for it; returns the result entry of the job.
-
-    Writes an UpdateRun, the server's status (record_report / mark_unreachable) and an audit row.
-    """
-    run = begin_runs([server], kind, job, trigger)[server.pk]
-    return finish_run(server, kind, job, run, call_agent(server, kind, timeout, run.started_at))
-
-
 def _record_status(server: Server, kind: str, outcome: Outcome, reported_by_agent: bool) -> Outcome:
-    """Store what the agent said (or that it was unreachable) and derive ok/failed from it."""
+    """Store what the agent said (or that it was unreachable) and derive ok/failed from it.
+
+    A push agent with a `controlplane` entry reports its own status before it answers the
+    trigger: that report is not recorded a second time (one status report per run).
+    """
     if outcome.result == RunResult.UNREACHABLE:
         mark_unreachable(server, outcome.error)
         return outcome
     if outcome.status is None or outcome.result in (RunResult.TIMEOUT, RunResult.BUSY):
         return outcome
-    body = {k: v for k, v in outcome.status.items() if k != "running"}
-    if reported_by_agent:
-        if kind == RunKind.REBUILD:
-            body["rebuilt"] = True
-        try:
-            record_report(server, body)
-        except InvalidStatus as exc:
-            return Outcome(RunResult.FAILED, outcome.status, f"the agent's status is malformed: {exc}")
-    if body.get("lastSucceeded") is False or body.get("failedKey") or body.get("error"):
-        return Outcome(
-            RunResult.FAILED,
-            outcome.status,
-            str(body.get("error") or "the run failed"),
-            str(body.get("failedKey") or ""),
-        )
+    body = {k: v for k, v in outcome.status.items() if k not in ("running", "progress")}
+    try:
+        status = parse_status(body)
+    except InvalidStatus as exc:
+        return Outcome(RunResult.FAILED, outcome.status, f"the agent's status is malformed: {exc}")
+    if reported_by_agent and not _already_recorded(server, status):
+        record_report(server, body)
+    if status.last_succeeded is False or status.failed_key or status.error:
+        return Outcome(RunResult.FAILED, outcome.status, status.error or "the run failed", status.failed_key)
     return outcome
+
+
+def _already_recorded(server: Server, status) -> bool:
+    """True when the server's recorded status is this one (the agent's own report arrived first)."""
+    if status.last_update is None:
+        return False
+    return Server.objects.filter(
+        pk=server.pk,
+        last_update_at=status.last_update,
+        effective_ns=status.effective_ns,
+        last_succeeded=status.last_succeeded,
+    ).exists()
 
 
 def summarize(results: dict[str, dict]) -> str:

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dmsupdate.errors import Conflict
@@ -17,7 +19,7 @@ from jobs.services import start_job
 from publications.models import Dataset
 from publications.replicas import Replica
 from servers.lag import lag_for, lags_of
-from servers.models import RunTrigger, Server, StatusReport
+from servers.models import LagHour, RunTrigger, Server, StatusReport
 
 
 def record_report(server: Server, body: dict, reachable: bool = True) -> StatusReport:
@@ -58,7 +60,28 @@ def record_report(server: Server, body: dict, reachable: bool = True) -> StatusR
             lag_seconds=lag.lag_seconds or 0,
             body=body,
         )
+        note_lag_hour(server.pk, now, report.pending_updates, report.lag_seconds)
     return report
+
+
+def note_lag_hour(server_id: int, when, pending: int, lag_seconds: float) -> None:
+    """Fold a report's lag into its hour (servers.models.LagHour); the caller holds the server's row."""
+    hour = int(when.timestamp()) // 3600
+    updated = LagHour.objects.filter(server_id=server_id, hour=hour).update(
+        pending_updates=pending,
+        lag_seconds=lag_seconds,
+        max_pending=Greatest(F("max_pending"), Value(pending)),
+        max_lag_seconds=Greatest(F("max_lag_seconds"), Value(float(lag_seconds))),
+    )
+    if not updated:
+        LagHour.objects.create(
+            server_id=server_id,
+            hour=hour,
+            pending_updates=pending,
+            lag_seconds=lag_seconds,
+            max_pending=pending,
+            max_lag_seconds=lag_seconds,
+        )
 
 
 def mark_unreachable(server: Server, error: str) -> None:

@@ -11,8 +11,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from dmsupdate.agent import version
 from dmsupdate.agent.config import Config, ConfigError
 from dmsupdate.agent.errors import AgentError
 from dmsupdate.agent.status import Busy
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Initialise and catch up a triple store from the DMS state in S3.",
     )
+    parser.add_argument("--version", action="version", version=f"dms-update {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("plan", parents=[common], help="what would be done, one line per op")
@@ -125,10 +128,16 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             log.warning("late key older than the window (never applied): %s", key)
         return EXIT_OK
     if args.command in ("update", "rebuild"):
-        if args.command == "update":
-            status = runner.update(full_scan=args.full_scan)
-        else:
-            status = runner.rebuild()
+        # A progress bar only for a person at a terminal; cron and pipes get the status alone.
+        if sys.stderr.isatty():
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            runner.progress_out = sys.stderr
+        with logging_redirect_tqdm() if runner.progress_out else nullcontext():
+            if args.command == "update":
+                status = runner.update(full_scan=args.full_scan)
+            else:
+                status = runner.rebuild()
         _print_json(status, compact=getattr(args, "json", False))
         return EXIT_OK if status.get("lastSucceeded") else EXIT_FAILED
     if args.command == "status":

@@ -8,6 +8,7 @@ or the deadline, raising one of the exceptions below for every other outcome.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,12 @@ CONNECT_ATTEMPTS = 3
 BACKOFF_SECONDS = 0.5
 POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 5.0
+# When the caller watches a run's `progress`: the POST is held this long (short runs still end
+# in one request), then GET /status is polled at most this far apart.
+WATCH_HOLD_SECONDS = 5.0
+WATCH_POLL_SECONDS = 1.0
+
+StatusWatcher = Callable[[dict[str, Any]], None]
 
 
 class AgentUnreachable(Exception):
@@ -138,9 +145,9 @@ class AgentClient:
         response = self._request("GET", "/status", deadline, read_timeout=CONNECT_TIMEOUT * 2)
         return _json_or_refuse(response, "GET /status")
 
-    def run(self, kind: str, deadline: Deadline) -> tuple[int, dict[str, Any]]:
+    def run(self, kind: str, deadline: Deadline, longest: float | None = None) -> tuple[int, dict[str, Any]]:
         """POST /update or /rebuild asking the agent to hold the answer until done (within limits)."""
-        hold = max(1.0, min(LONG_POLL_SECONDS, deadline.remaining()))
+        hold = max(1.0, min(longest or LONG_POLL_SECONDS, LONG_POLL_SECONDS, deadline.remaining()))
         response = self._request(
             "POST",
             f"/{kind}",
@@ -158,19 +165,20 @@ class AgentClient:
             raise AgentBusy(f"the agent asked to retry later ({response.status_code}) until the deadline")
         raise AgentRefused(f"POST /{kind} answered {response.status_code}: {response.text[:300]}")
 
-    def run_to_end(self, kind: str, deadline: Deadline) -> dict[str, Any]:
+    def run_to_end(self, kind: str, deadline: Deadline, watch: StatusWatcher | None = None) -> dict[str, Any]:
         """Trigger a run and follow it to its end; return the agent's final status.
 
         When another run (a pull, another trigger) is going, wait for it to end and
         ask again, so the run that counts includes everything published before the
-        call. Raises AgentUnreachable, AgentRefused, AgentBusy or AgentTimeout.
+        call. `watch` is given each status seen while the run goes (its `progress`).
+        Raises AgentUnreachable, AgentRefused, AgentBusy or AgentTimeout.
         """
         while True:
-            code, body = self.run(kind, deadline)
+            code, body = self.run(kind, deadline, WATCH_HOLD_SECONDS if watch else None)
             if code == 200:
                 return body
             if code == 202:
-                return self._follow(deadline, started=True)
+                return self._follow(deadline, started=True, watch=watch)
             try:
                 self._follow(deadline, started=False)
             except AgentTimeout as exc:
@@ -178,13 +186,18 @@ class AgentClient:
                     f"the agent was busy with another run for the whole {deadline.seconds:g} s", exc.status
                 ) from exc
 
-    def _follow(self, deadline: Deadline, started: bool) -> dict[str, Any]:
+    def _follow(
+        self, deadline: Deadline, started: bool, watch: StatusWatcher | None = None
+    ) -> dict[str, Any]:
         """Poll GET /status until `running` is false; AgentTimeout if the deadline comes first."""
         pause = POLL_MIN_SECONDS
+        longest = WATCH_POLL_SECONDS if watch else POLL_MAX_SECONDS
         while True:
             last = self.status(deadline)
             if not last.get("running"):
                 return last
+            if watch is not None:
+                watch(last)
             if deadline.passed:
                 raise AgentTimeout(
                     f"the agent was still running after {deadline.seconds:g} s"
@@ -192,4 +205,4 @@ class AgentClient:
                     last,
                 )
             deadline.sleep(pause)
-            pause = min(pause * 1.5, POLL_MAX_SECONDS)
+            pause = min(pause * 1.5, longest)

@@ -118,6 +118,11 @@ class EmbeddedBackend:
         self._store = None
         gc.collect()
 
+    def quad_count(self) -> int:
+        """Quads the store holds besides the agent's ledger (status.json `store.quads`; a full scan)."""
+        store = self.store
+        return len(store) - sum(1 for _ in store.quads_for_pattern(None, None, None, LEDGER_GRAPH))
+
     def foreign_database(self) -> bool:
         """True when something that is not an agent-built store occupies the database location.
 

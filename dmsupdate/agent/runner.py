@@ -7,11 +7,13 @@ fleet's base-image builder call it in-process, several at a time.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import IO, Any
 
+from dmsupdate.agent import version
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.embedded import EmbeddedBackend
 from dmsupdate.agent.errors import AgentError, Throttled
+from dmsupdate.agent.progress import CountingStore, RunProgress, store_facts
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
 from dmsupdate.agent.status import RunLock, read_status, write_status
@@ -35,8 +37,10 @@ Backend = EmbeddedBackend | SparqlBackend
 class Runner:
     """Plans and performs runs for one configured server."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, progress_out: IO[str] | None = None) -> None:
         self.config = config
+        # Where `update` and `rebuild` draw their progress bar (a terminal); None: nowhere.
+        self.progress_out = progress_out
         # The longest Retry-After seen in the last run (endpoint, store or control plane); read by `watch`.
         self.retry_after: float | None = None
         self.throttled = False
@@ -126,19 +130,22 @@ class Runner:
         self.retry_after = None
         self.throttled = False
         self.rebuild_requested = False
+        self._shown: RunProgress | None = None
         path = self.config.status_path
         for leftover in path.parent.glob(".status-*"):  # temp files of a run killed mid-write
             leftover.unlink(missing_ok=True)
         status = read_status(path)
-        status.update(running=True, applied=0, lastRun=kind)
+        status.update(running=True, applied=0, lastRun=kind, skipped=[], agentVersion=version())
         write_status(path, status)
         backend = self._backend(status)
         try:
             self._perform(kind, full_scan, backend, status)
         finally:
+            if self._shown is not None:
+                self._shown.close()
+            status["store"] = self._store_facts(backend, status)
             backend.close()
-            status["running"] = False
-            status["lastUpdate"] = now_iso()
+            status.update(running=False, progress=None, lastUpdate=now_iso())
             write_status(path, status)
         if self.config.controlplane is not None:
             answer = report_status(self.config.controlplane, status)
@@ -147,6 +154,23 @@ class Runner:
             # A pull agent learns of a rebuild an admin asked for from the report's answer.
             self.rebuild_requested = answer.rebuild
         return status
+
+    def _store_facts(self, backend: Backend, status: dict[str, Any]) -> dict[str, Any] | None:
+        """status.json `store`; an unchanged store keeps its last count (a full count is a scan)."""
+        db_dir = self.config.db_dir if self.config.embedded else None
+        stored = status.get("store")
+        before: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        count = None
+        if isinstance(backend, EmbeddedBackend) and db_dir is not None and db_dir.is_dir():
+            if status.get("applied") or "quads" not in before:
+                count = backend.quad_count
+            else:
+                count = lambda: before["quads"]  # noqa: E731
+        try:
+            return store_facts(db_dir, status.get("fingerprint"), count)
+        except (OSError, ValueError) as exc:
+            log.warning("could not describe the store: %s", exc)
+            return None
 
     def _note_throttle(self, retry_after: float | None) -> None:
         self.throttled = True
@@ -177,6 +201,12 @@ class Runner:
             status["invalid"] = sorted(set(status.get("invalid") or []) | set(plan.invalid))
         tracker = _Progress(state, self.config.window_hours)
         status.update(tracker.fields())
+        status["skipped"] = [{"key": e.key, "reason": e.skip} for e in plan.entries if e.skip]
+        self._shown = shown = RunProgress(
+            plan, lambda: write_status(path, status | {"progress": shown.fields()}), self.progress_out
+        )
+        source = CountingStore(source, shown)  # type: ignore[assignment]
+        status["progress"] = shown.fields()
         if state.bootstrap_key:
             status["image"] = state.bootstrap_key
         if plan.late:
@@ -205,8 +235,9 @@ class Runner:
                 self._fail(status, entry.key, exc)
                 return
             applied += 1
+            shown.step()
             log.info("applied %s %s", entry.op, entry.key)
-            status.update(tracker.fields(), applied=applied, lastUpdate=now_iso())
+            status.update(tracker.fields(), applied=applied, lastUpdate=now_iso(), progress=shown.fields())
             write_status(path, status)
         status.update(applied=applied, lastSucceeded=True, failedKey=None, error=None)
 
