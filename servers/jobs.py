@@ -98,12 +98,13 @@ def _record(batch: list[tuple[Server, AgentAnswer]], kind: str, job: Job, opened
             return entries
         server, _ = batch[0]
         log.error("recording the run of %s failed: %s", server.name, exc, exc_info=exc)
+        error = f"{exc.__class__.__name__}: {exc}"
         bookkeeping(
             lambda: UpdateRun.objects.filter(pk=opened[server.pk].pk).update(
-                result=RunResult.FAILED, error=f"not recorded: {exc}"[:2000], finished_at=timezone.now()
+                result=RunResult.FAILED, error=f"not recorded: {error}"[:2000], finished_at=timezone.now()
             )
         )
-        return {server.name: {"result": RunResult.FAILED, "error": f"{exc.__class__.__name__}: {exc}"}}
+        return {server.name: {"result": RunResult.FAILED, "error": error}}
 
 
 def _crashed(exc: BaseException) -> AgentAnswer:
