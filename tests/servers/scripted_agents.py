@@ -36,8 +36,10 @@ class ScriptedAgent:
         hang: bool = False,
         busy_for: float = 0.0,
         retry_after_first: int | None = None,
+        skipped: list[dict] | None = None,
     ) -> None:
         self.ops = ops
+        self.skipped = skipped or []
         self.run_seconds = run_seconds
         self.fail_key = fail_key
         self.hang = hang
@@ -100,7 +102,13 @@ class ScriptedAgent:
                 self.effective += NANOS
             else:
                 self.effective += self.ops * NANOS
-                self.status |= {"lastSucceeded": True, "applied": self.ops, "failedKey": None, "error": None}
+                self.status |= {
+                    "lastSucceeded": True,
+                    "applied": self.ops,
+                    "failedKey": None,
+                    "error": None,
+                    "skipped": self.skipped,
+                }
             self.status |= {"effectiveDate": EffectiveTime(self.effective).path}
         finally:
             if count:
@@ -129,7 +137,9 @@ class ScriptedAgent:
             def do_GET(self) -> None:
                 if urlparse(self.path).path != "/status":
                     return self._send(404, {"error": "not found"})
-                self._send(200, agent.status | {"running": agent.running})
+                # While a run goes the real agent's status.json carries `progress`.
+                going = {"progress": {"done": 1, "total": agent.ops, "bytes": 2048}} if agent.running else {}
+                self._send(200, agent.status | going | {"running": agent.running})
 
             def do_POST(self) -> None:
                 url = urlparse(self.path)
