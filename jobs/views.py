@@ -33,7 +33,8 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
 
 @viewer_required
 def job_page(request: HttpRequest, pk: int) -> HttpResponse:
-    """One job: progress (live while it runs), error, full result; a succeeded GC dry run offers the real GC."""
+    """One job, followed live to its end: times, progress, per-server results or the result, errors;
+    a succeeded GC dry run offers the real GC."""
     job = get_object_or_404(Job.objects.select_related("dataset", "server", "requested_by"), pk=pk)
     return page(
         request,
@@ -44,9 +45,11 @@ def job_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 @viewer_required
 def job_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    """A job's progress block, polled while the job runs; tells the page when it has finished."""
+    """A job's block, polled while the job runs (its page's times, per-server table and result too,
+    unless `compact`); when the job has ended it tells the page, which refreshes what the job changed."""
     job = get_object_or_404(Job.objects.select_related("dataset", "server"), pk=pk)
-    response = page(request, "jobs/_job.html", {"job": job, "watch": True})
+    compact = request.GET.get("compact") == "1"
+    response = page(request, "jobs/_job.html", {"job": job, "watch": True, "compact": compact})
     if job.finished:
         # Lets the server page refresh its status block as soon as the job ends.
         response["HX-Trigger"] = "job-finished"

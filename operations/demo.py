@@ -84,10 +84,30 @@ def reset_demo() -> None:
     shutil.rmtree(demo_dir(), ignore_errors=True)
 
 
+def saved_logins() -> dict[str, str]:
+    """The passwords of the last demo (var/demo/login.txt), so a rebuilt demo keeps its logins."""
+    try:
+        text = (demo_dir() / "login.txt").read_text()
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        _, _, credentials = line.partition(": ")
+        user, sep, password = credentials.partition(" / ")
+        if sep and user in ("admin", "viewer") and len(password.strip()) >= 12:
+            found[user] = password.strip()
+    return found
+
+
 def build_demo(
     port: int = 8000, days: int = 3, stations: int = 40, say: Callable[[str], None] = print
 ) -> DemoResult:
-    """Build the demo dataset, users, servers and agents (after removing any previous demo)."""
+    """Build the demo dataset, users, servers and agents (after removing any previous demo).
+
+    The logins of a previous demo are kept (read back from its login.txt): each `make run`
+    rebuilds the demo, and the admin's saved password keeps working.
+    """
+    logins = saved_logins()
     reset_demo()
     state = demo_dir() / "state"
     state.mkdir(parents=True)
@@ -99,8 +119,8 @@ def build_demo(
     first_day = today - timedelta(days=days)
     writer = StateWriter(root)
 
-    admin, admin_password = _user("admin", superuser=True)
-    viewer, viewer_password = _user("viewer", group="viewer")
+    admin, admin_password = _user("admin", logins.get("admin"), superuser=True)
+    viewer, viewer_password = _user("viewer", logins.get("viewer"), group="viewer")
     for name in (Role.OPERATOR, Role.VIEWER, Role.PUBLISHER):
         Group.objects.get_or_create(name=name)
     dataset = Dataset.objects.create(
@@ -152,9 +172,9 @@ def _replay(name: str, config: dict, say: Callable[[str], None]) -> dict:
     return status
 
 
-def _user(username: str, superuser: bool = False, group: str | None = None):
+def _user(username: str, password: str | None, superuser: bool = False, group: str | None = None):
     User = get_user_model()
-    password = secrets.token_urlsafe(12)
+    password = password or secrets.token_urlsafe(12)
     user, _ = User.objects.get_or_create(username=username)
     user.is_superuser = user.is_staff = superuser
     user.is_active = True

@@ -1,8 +1,11 @@
 """What the dashboard's fleet page shows, gathered in a fixed number of queries.
 
-The fleet page lists every server of every dataset; its query count must not grow
-with the fleet: one query for the datasets and their heads, one for the servers
-with their pending counts, one for all the sparklines.
+The fleet page lists the servers of every dataset; its query count must not grow
+with the fleet: one query for the datasets and their heads, one for the servers,
+one for each dataset's newest update times, one for the shown rows' sparklines
+(an hourly roll-up), one for the datasets' jobs. Every server's lag and state is
+computed (for the counts, the state filter and the sort); only a page of rows per
+dataset is rendered.
 """
 
 from __future__ import annotations
@@ -14,16 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db import connection
-from django.db.models import Max
-from django.db.models.functions import Extract, Floor, Trunc
 from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
-from servers.models import Server, ServerState, StatusReport
+from servers.models import LagHour, Server, ServerState
 
 # Pending updates are counted up to this many per server on the fleet page and shown
 # as "1,000+" beyond: the page reads each dataset's newest update times once and
@@ -41,7 +41,7 @@ class FleetRow:
 
     server: Any  # a named row of FLEET_FIELDS (+ pk), read like a Server
     lag: Lag
-    spark: str  # the rendered sparkline (see fleet_sparklines)
+    spark: str  # the rendered sparkline (see _draw_sparklines)
 
     @property
     def state(self) -> str:
@@ -56,7 +56,11 @@ class DatasetFleet:
     head_key: str | None
     head_ns: int | None
     image_ns: int | None = None
-    rows: list[FleetRow] = field(default_factory=list)
+    rows: list[FleetRow] = field(default_factory=list)  # the rows shown (one page)
+    states: Counter = field(default_factory=Counter)  # every server of the dataset, by state
+    matched: int = 0  # rows the filters kept, before paging
+    first: int = 0  # index of the first row shown among them
+    jobs: list = field(default_factory=list)  # its dataset-wide jobs, running or just ended
 
     @property
     def head_at(self) -> datetime | None:
@@ -65,8 +69,12 @@ class DatasetFleet:
     @property
     def counts(self) -> list[tuple[str, int]]:
         """Servers per state, in the order of ServerState (for the section's summary line)."""
-        n = Counter(row.state for row in self.rows)
-        return [(state.value, n[state]) for state in ServerState if n[state]]
+        return [(state.value, self.states[state]) for state in ServerState if self.states[state]]
+
+    @property
+    def more(self) -> int:
+        """Rows the filters kept beyond this page."""
+        return max(0, self.matched - self.first - len(self.rows))
 
 
 def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[int]]:
@@ -138,57 +146,29 @@ def pending_of(start: int | None, newest: list[int]) -> int:
 
 
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
-    """Each server's lag over the last `hours`, one value per hour (the worst of that hour), in one query.
+    """Each server's lag (seconds) at the end of each of the last `hours`, oldest first, in one query.
 
-    Hours without a report carry the previous value forward (the lag did not
-    change without a report); hours before the first report are None.
+    Read from the hourly roll-up (servers.models.LagHour: the last report of each hour),
+    so a server costs at most `hours` rows however often it reports. Hours without a
+    report carry the previous value forward; hours before the first report are None.
     """
     ids = list(server_ids)
     if not ids:
         return {}
-    start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
-    reports = StatusReport.objects.filter(server_id__in=ids, received_at__gte=start)
+    last = int(now.timestamp()) // 3600
+    first = last - hours + 1
     buckets: dict[int, list[float | None]] = defaultdict(lambda: [None] * hours)
-    if connection.vendor == "postgresql":
-        # Hours since the epoch as plain numbers: turning tens of thousands of truncated
-        # timestamps back into aware datetimes cost more than the query itself.
-        # Through a bare cursor: tens of thousands of rows through the ORM's converters cost
-        # more than the query.
-        first = int(start.timestamp()) // 3600
-        query, params = (
-            reports.annotate(hour=Floor(Extract("received_at", "epoch") / 3600))
-            .values("server_id", "hour")
-            .annotate(worst=Max("lag_seconds"))
-            .order_by()
-            .values_list("server_id", "hour", "worst")
-            .query.sql_with_params()
-        )
-        with connection.cursor() as cur:
-            cur.execute(query, params)
-            for server_id, hour, worst in cur.fetchall():
-                index = int(hour) - first
-                if 0 <= index < hours:
-                    buckets[server_id][index] = worst
-    else:
-        truncated = (
-            reports.annotate(hour=Trunc("received_at", "hour"))
-            .values("server_id", "hour")
-            .annotate(worst=Max("lag_seconds"))
-            .order_by()
-            .values_list("server_id", "hour", "worst")
-        )
-        for server_id, when, worst in truncated:
-            index = int((when - start).total_seconds() // 3600)
-            if 0 <= index < hours:
-                buckets[server_id][index] = worst
+    rows = LagHour.objects.filter(server_id__in=ids, hour__gte=first, hour__lte=last)
+    for server_id, hour, lag in rows.values_list("server_id", "hour", "lag_seconds").iterator():
+        buckets[server_id][hour - first] = lag
     history = {}
     for server_id, values in buckets.items():
-        last = None
+        previous = None
         for i, value in enumerate(values):
             if value is None:
-                values[i] = last
+                values[i] = previous
             else:
-                last = value
+                previous = value
         history[server_id] = values
     return history
 
@@ -197,27 +177,48 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
 # and what the row shows; not the reported key lists' full content beyond late_keys.
 FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error")
 
-# Sparklines change at most hourly in shape; the fleet page polls every few seconds,
-# so the rendered lines are kept this long instead of re-reading a day of reports.
-SPARK_CACHE_SECONDS = 60
+# Rows shown per dataset section; more are reached by search, a state filter or the next page.
+SECTION_ROWS = 100
+# Sort orders of the fleet table; "state" puts what needs the admin first.
+SORTS = ("name", "state", "lag")
+STATE_ORDER = {
+    state: rank
+    for rank, state in enumerate(
+        [
+            ServerState.FAILING,
+            ServerState.UNREACHABLE,
+            ServerState.BEHIND,
+            ServerState.REBUILDING,
+            ServerState.OK,
+            ServerState.DISABLED,
+        ]
+    )
+}
+# Jobs of a dataset shown in its section: those running, and those that ended this recently.
+JOB_LINGER_SECONDS = 120
 
 
-def fleet_sparklines(dataset_ids: list[int], server_ids: list[int], now: datetime) -> dict[int, str]:
-    """Rendered 24 h lag sparklines (inline SVG) of the given datasets' servers, cached briefly."""
-    from servers.templatetags.fleet import sparkline_svg
-
-    key = "dashboard:sparklines:" + ",".join(map(str, sorted(dataset_ids)))
-    lines = cache.get(key)
-    if lines is None:
-        lines = {pk: str(sparkline_svg(points)) for pk, points in lag_history(server_ids, now).items()}
-        cache.set(key, lines, SPARK_CACHE_SECONDS)
-    return lines
+def _sort_key(sort: str):
+    if sort == "state":
+        return lambda row: (STATE_ORDER.get(row.lag.state, 99), row.server.name)
+    if sort == "lag":
+        # Never reported first (its lag is unknown), then the furthest behind.
+        return lambda row: (row.lag.lag_seconds is not None, -(row.lag.lag_seconds or 0), row.server.name)
+    return None
 
 
-def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> list[DatasetFleet]:
+def fleet(
+    state: str = "",
+    dataset: str = "",
+    now: datetime | None = None,
+    search: str = "",
+    sort: str = "name",
+    page: int = 1,
+) -> list[DatasetFleet]:
     """The fleet page: each dataset's head and its servers with lag, state and 24 h history.
 
-    `state` and `dataset` narrow what is shown (the filters of the page).
+    `state`, `dataset` and `search` (part of a server's name) narrow what is shown;
+    `sort` orders each section (SORTS); each section shows SECTION_ROWS rows from `page`.
     """
     now = now or timezone.now()
     datasets = datasets_with_heads()
@@ -226,21 +227,63 @@ def fleet(state: str = "", dataset: str = "", now: datetime | None = None) -> li
     sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns, d.image_ns) for d in datasets}
     # Named rows rather than model instances: a thousand Server objects cost more to
     # build than the query; lag_of and state_of read only these attributes.
-    servers = list(
-        Server.objects.filter(dataset_id__in=list(sections))
-        .order_by("name")
-        .values_list("pk", *FLEET_FIELDS, named=True)
-    )
+    servers = Server.objects.filter(dataset_id__in=list(sections)).order_by("name")
+    if search:
+        servers = servers.filter(name__icontains=search)
     newest = newest_update_times(list(sections), PENDING_CAP + 1)
     gone = missing_update_times(list(sections))
-    lines = fleet_sparklines(list(sections), [s.pk for s in servers], now)
-    for server in servers:
+    for server in servers.values_list("pk", *FLEET_FIELDS, named=True):
         section = sections[server.dataset_id]
         start = replay_start(server.effective_ns, Heads(section.head_ns, section.image_ns))
         pending = pending_of(start, newest.get(server.dataset_id, []))
         missing = missing_of(server.effective_ns, gone.get(server.dataset_id, []))
         lag = lag_of(server, pending, section.head_ns, now, missing=missing)
-        if state and lag.state != state:
-            continue
-        section.rows.append(FleetRow(server, lag, lines.get(server.pk, "")))
+        section.states[lag.state] += 1
+        if not state or lag.state == state:
+            section.rows.append(FleetRow(server, lag, ""))
+    key = _sort_key(sort)
+    shown: list[FleetRow] = []
+    for section in sections.values():
+        if key is not None:
+            section.rows.sort(key=key)
+        section.matched = len(section.rows)
+        section.first = (max(1, page) - 1) * SECTION_ROWS if dataset else 0
+        section.rows = section.rows[section.first : section.first + SECTION_ROWS]
+        shown.extend(section.rows)
+    _draw_sparklines(sections.values(), now)
+    _attach_jobs(sections, now)
     return list(sections.values())
+
+
+def _draw_sparklines(sections: Iterable[DatasetFleet], now: datetime) -> None:
+    """Each shown row's 24 h sparkline, on one scale per section (1 day behind reads half of 2 days)."""
+    from servers.templatetags.fleet import sparkline_svg
+
+    sections = list(sections)
+    history = lag_history([row.server.pk for s in sections for row in s.rows], now)
+    for section in sections:
+        points = {row.server.pk: history.get(row.server.pk, []) for row in section.rows}
+        top = max(
+            [v for values in points.values() for v in values if v is not None]
+            + [row.lag.lag_seconds or 0 for row in section.rows]
+            + [0.0]
+        )
+        for row in section.rows:
+            row.spark = sparkline_svg(points[row.server.pk], row.lag.lag_seconds, top)
+
+
+def _attach_jobs(sections: dict[int, DatasetFleet], now: datetime) -> None:
+    """The dataset-wide jobs (update all, GC, ...) running, or ended in the last JOB_LINGER_SECONDS."""
+    from django.db.models import Q
+
+    from jobs.models import Job, JobStatus
+
+    recent = now - timedelta(seconds=JOB_LINGER_SECONDS)
+    jobs = (
+        Job.objects.filter(dataset_id__in=list(sections), server__isnull=True)
+        .filter(Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]) | Q(finished_at__gte=recent))
+        .select_related("dataset")
+        .order_by("-created_at")[:20]
+    )
+    for job in jobs:
+        sections[job.dataset_id].jobs.append(job)

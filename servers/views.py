@@ -1,20 +1,21 @@
-"""Dashboard pages of the fleet: the fleet overview, one server, and its actions."""
+"""Dashboard pages of the fleet: the fleet overview, one server, and where a publication has been applied."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from accounts.access import operator_action, operator_required, page, viewer_required
-from audit.services import actor_name
-from dmsupdate.errors import DomainError
-from dmsupdate.web import text_param
-from jobs.models import JobKind, JobStatus
-from servers.dashboard import fleet, lag_history
+from accounts.access import page, viewer_required
+from dmsupdate.state.status import InvalidStatus, parse_status
+from dmsupdate.web import int_param, text_param
+from jobs.models import JobStatus
+from servers.charts import RANGES, LagPoint, lag_chart
+from servers.dashboard import SECTION_ROWS, SORTS, fleet
 from servers.lag import lag_for, missing_needed
-from servers.models import RunTrigger, Server, ServerState
-from servers.services import request_run
+from servers.models import LagHour, Server, ServerState, StatusReport
 
 # Seconds between refreshes of the fleet table (htmx polling).
 FLEET_REFRESH_SECONDS = 5
@@ -24,11 +25,21 @@ def _fleet_context(request: HttpRequest) -> dict:
     state = request.GET.get("state", "")
     if state not in ServerState.values:
         state = ""
+    sort = request.GET.get("sort", "name")
+    if sort not in SORTS:
+        sort = "name"
     dataset = text_param(request.GET, "dataset", 64)
+    search = text_param(request.GET, "q", 128)
+    number = int_param(request.GET.get("page")) or 1
     return {
-        "sections": fleet(state=state, dataset=dataset),
+        "sections": fleet(state=state, dataset=dataset, search=search, sort=sort, page=number),
         "state": state,
         "dataset": dataset,
+        "search": search,
+        "sort": sort,
+        "sorts": SORTS,
+        "page": number,
+        "section_rows": SECTION_ROWS,
         "states": ServerState.values,
         "refresh_seconds": FLEET_REFRESH_SECONDS,
         "query": request.GET.urlencode(),
@@ -37,18 +48,36 @@ def _fleet_context(request: HttpRequest) -> dict:
 
 @viewer_required
 def fleet_page(request: HttpRequest) -> HttpResponse:
-    """Home page: every dataset's head and every server's state, lag and 24 h lag history."""
+    """Home page: every dataset's head, actions and servers (state, lag, 24 h lag), searchable and sortable."""
     return page(request, "servers/fleet.html", _fleet_context(request))
 
 
 @viewer_required
 def fleet_rows(request: HttpRequest) -> HttpResponse:
-    """The fleet table alone, polled by the fleet page to refresh without a reload."""
+    """The fleet table alone, polled by the fleet page (and fetched by its search box) without a reload."""
     return page(request, "servers/_fleet.html", _fleet_context(request))
 
 
+def agent_facts(server: Server) -> dict:
+    """What the agent's last report says of itself: version, store, the last run's skipped keys."""
+    body = (
+        StatusReport.objects.filter(server=server, reachable=True)
+        .order_by("-received_at")
+        .values_list("body", flat=True)
+        .first()
+    )
+    try:
+        status = parse_status(body or {})
+    except InvalidStatus:
+        status = parse_status({})
+    return {
+        "agent_version": status.agent_version,
+        "store": status.store or {},
+        "last_skipped": status.skipped,
+    }
+
+
 def _server_context(server: Server) -> dict:
-    now = timezone.now()
     lag = lag_for(server)
     return {
         "server": server,
@@ -56,10 +85,10 @@ def _server_context(server: Server) -> dict:
         "missing_keys": list(missing_needed(server).values_list("key", flat=True)[:20])
         if lag.missing_updates
         else [],
-        "spark": lag_history([server.pk], now).get(server.pk, []),
         "active_job": server.jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
         .order_by("-created_at")
         .first(),
+        **agent_facts(server),
     }
 
 
@@ -71,11 +100,51 @@ def _history_context(server: Server) -> dict:
     }
 
 
+def lag_points(server: Server, span: str, now) -> list[LagPoint]:
+    """The server's lag over `span` (RANGES): every report over a day, the hourly roll-up over a week; then now."""
+    start = now - RANGES[span]
+    if span == "24h":
+        rows = (
+            StatusReport.objects.filter(server=server, reachable=True, received_at__gte=start)
+            .order_by("received_at")
+            .values_list("received_at", "pending_updates", "lag_seconds")[:5000]
+        )
+        points = [LagPoint(at, pending, seconds) for at, pending, seconds in rows]
+    else:
+        first = int(start.timestamp()) // 3600
+        rows = LagHour.objects.filter(server=server, hour__gte=first).order_by("hour")
+        points = [
+            LagPoint(min(now, datetime.fromtimestamp((hour + 1) * 3600, tz=UTC)), p, s)
+            for hour, p, s in rows.values_list("hour", "pending_updates", "lag_seconds")
+        ]
+    if server.last_report_at is not None:
+        current = lag_for(server)
+        points.append(LagPoint(now, current.pending_updates, current.lag_seconds or 0.0))
+    return points
+
+
 @viewer_required
 def server_page(request: HttpRequest, name: str) -> HttpResponse:
-    """One server: state, lag, status history, update runs, and (for operators) Update now / Rebuild."""
+    """One server: state, lag chart, agent and store, status history, update runs, and its actions."""
     server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
-    return page(request, "servers/server.html", {**_server_context(server), **_history_context(server)})
+    span = request.GET.get("range", "24h")
+    if span not in RANGES:
+        span = "24h"
+    now = timezone.now()
+    chart = lag_chart(
+        lag_points(server, span, now), now - RANGES[span], now, f"lag of {server.name} over {span}"
+    )
+    return page(
+        request,
+        "servers/server.html",
+        {
+            **_server_context(server),
+            **_history_context(server),
+            "chart": chart,
+            "span": span,
+            "spans": list(RANGES),
+        },
+    )
 
 
 @viewer_required
@@ -90,37 +159,3 @@ def server_status(request: HttpRequest, name: str) -> HttpResponse:
     """The server page's status block alone (polled, and refreshed when its job ends)."""
     server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
     return page(request, "servers/_server_status.html", _server_context(server))
-
-
-def _run(request: HttpRequest, server: Server, kind: str) -> HttpResponse:
-    """Start the job (servers.services.request_run) and show it; a refusal is shown as the page's error."""
-    try:
-        job = request_run(server, kind, request.user, actor_name(request.user), RunTrigger.MANUAL)
-    except DomainError as exc:
-        return HttpResponse(exc.detail, status=409, content_type="text/plain; charset=utf-8")
-    if request.headers.get("HX-Request"):
-        return page(request, "jobs/_job.html", {"job": job, "watch": True})
-    return redirect("server", name=server.name)
-
-
-@operator_action
-def server_update(request: HttpRequest, name: str) -> HttpResponse:
-    """Update now: start an update job on the server's agent."""
-    server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
-    return _run(request, server, JobKind.UPDATE)
-
-
-@operator_required
-def server_rebuild(request: HttpRequest, name: str) -> HttpResponse:
-    """Rebuild: GET shows what will happen and asks to confirm; POST starts the rebuild job."""
-    server = get_object_or_404(Server.objects.select_related("dataset"), name=name)
-    if request.method != "POST":
-        return page(request, "servers/rebuild_confirm.html", {"server": server})
-    if request.POST.get("confirm") != "yes":
-        return page(
-            request,
-            "servers/rebuild_confirm.html",
-            {"server": server, "error": "tick the confirmation to rebuild"},
-            status=400,
-        )
-    return _run(request, server, JobKind.REBUILD)

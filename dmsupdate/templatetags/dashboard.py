@@ -99,6 +99,46 @@ def effective(ns: int | None) -> SafeString:
     )
 
 
+# List items shown of a job result's lists (GC's keys, ...); the rest are counted.
+READABLE_ITEMS = 50
+
+
+def _readable(value: object, skip: tuple[str, ...] = ()) -> str:
+    if isinstance(value, dict):
+        if not value:
+            return '<span class="muted">none</span>'
+        items = "".join(
+            f"<dt>{esc(str(k).replace('_', ' '))}</dt><dd>{_readable(v)}</dd>"
+            for k, v in value.items()
+            if k not in skip
+        )
+        return f'<dl class="result">{items}</dl>'
+    if isinstance(value, list):
+        if not value:
+            return '<span class="muted">none</span>'
+        shown = "".join(f"<li>{_readable(v)}</li>" for v in value[:READABLE_ITEMS])
+        rest = (
+            f'<li class="muted">… and {len(value) - READABLE_ITEMS:,} more</li>'
+            if len(value) > READABLE_ITEMS
+            else ""
+        )
+        return f'<ul class="keys">{shown}{rest}</ul>'
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == "":
+        return '<span class="muted">—</span>'
+    return esc(str(value))
+
+
+@register.simple_tag
+def readable(value: object) -> SafeString:
+    """A job's result or parameters for a person: nested lists and definitions, never raw JSON.
+
+    The summary line is shown apart, so it is left out here.
+    """
+    return mark_safe(_readable(value, skip=("summary",)))
+
+
 @register.filter
 def pretty_json(value: object) -> str:
     """A job result or audit details as indented JSON (for <pre>)."""

@@ -1,4 +1,4 @@
-"""Template tags of the fleet: lag, its 24 h sparkline, and the fleet table's rows."""
+"""Template tags of the fleet: lag (and time to catch up), its 24 h sparkline, and the fleet table's rows."""
 
 from __future__ import annotations
 
@@ -24,60 +24,89 @@ def pending(count: int | None) -> str:
     return f"{PENDING_CAP:,}+" if count > PENDING_CAP else f"{count:,}"
 
 
-def lag_text(count: int | None, lag_seconds: float | None) -> str:
-    """A lag the way an admin reads it: "4 updates, 12 min behind", "up to date", "never reported"."""
+def catch_up_text(seconds: float | None) -> str:
+    """`catch_up_seconds` as an admin reads it: "≈ 4 min to catch up" (empty when unknown or caught up)."""
+    if not seconds:
+        return ""
+    return f"≈ {duration_text(seconds)} to catch up"
+
+
+def lag_text(count: int | None, lag_seconds: float | None, catch_up: float | None = None) -> str:
+    """A lag the way an admin reads it: "4 updates, 12 min behind · ≈ 2 min to catch up", "up to date"."""
     if lag_seconds is None:
         return f"never reported, {pending(count)} updates to replay"
     if not count:
         return "up to date"
     updates = "1 update" if count == 1 else f"{pending(count)} updates"
-    return f"{updates}, {duration_text(lag_seconds)} behind"
+    estimate = catch_up_text(catch_up)
+    return f"{updates}, {duration_text(lag_seconds)} behind" + (f" · {estimate}" if estimate else "")
 
 
 @register.simple_tag
-def lag(pending: int | None, lag_seconds: float | None) -> str:
-    """`{% lag server.pending_updates server.lag_seconds %}`."""
-    return lag_text(pending, lag_seconds)
+def lag(pending: int | None, lag_seconds: float | None, catch_up: float | None = None) -> str:
+    """`{% lag lag.pending_updates lag.lag_seconds lag.catch_up_seconds %}`."""
+    return lag_text(pending, lag_seconds, catch_up)
 
 
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 24
 
 
-def sparkline_svg(points: Sequence[float | None], label: str = "lag over the last 24 h") -> SafeString:
-    """An inline SVG polyline of lag values (oldest first, None = no report yet), scaled to its maximum.
+def sparkline_svg(
+    points: Sequence[float | None], current: float | None, top: float, label: str = "lag over the last 24 h"
+) -> SafeString:
+    """An inline SVG of a server's lag: hourly values (oldest first, None before the first report),
+    then its current lag at the right edge, on a scale shared with its neighbours (`top`).
 
-    Built as one string rather than a template so the fleet page stays fast with
-    thousands of rows; only numbers and an escaped title are inserted.
+    The line holds each hour's value until the next (a step), so a server that reported
+    once still draws from that hour to now; its colour is the current lag's (green once
+    caught up). Built as one string, not a template: the fleet page renders hundreds.
     """
     known = [(i, v) for i, v in enumerate(points) if v is not None]
-    if not known:
+    if not known and current is None:
         return format_html('<span class="spark-empty" title="{}">no reports in 24 h</span>', label)
-    top = max(v for _, v in known)
     w, h = SPARK_WIDTH, SPARK_HEIGHT
-    step = w / (len(points) - 1) if len(points) > 1 else 0.0
-    coords = []
+    top = max(top, 60.0)
+    hours = max(1, len(points))
+
+    def y(value: float) -> str:
+        return f"{h - 2 - (min(value, top) / top) * (h - 4):.1f}"
+
+    coords: list[str] = []
+    previous: float | None = None
     for i, value in known:
-        y = h - 2 - ((value / top) * (h - 4) if top > 0 else 0)
-        coords.append(f"{i * step:.0f},{y:.1f}")
+        if value == previous:
+            continue  # an hour carried over: the step goes on
+        x = i * w / hours
+        if previous is not None:
+            coords.append(f"{x:.1f},{y(previous)}")
+        coords.append(f"{x:.1f},{y(value)}")
+        previous = value
+    now = current if current is not None else previous or 0.0
+    if previous is not None:
+        coords.append(f"{w:.1f},{y(previous)}")
+    coords.append(f"{w:.1f},{y(now)}")
     if len(coords) == 1:
-        # A single hour draws as a level stroke one hour wide, ending at its hour.
-        x, y = (float(c) for c in coords[0].split(","))
-        width = max(step, 8.0)
-        coords = [f"{max(0.0, x - width):.0f},{y:.1f}", f"{max(x, width):.0f},{y:.1f}"]
-    tone = "flat" if top == 0 else "up"
-    title = escape(f"{label}: at most {duration_text(top) or '0 s'} behind")
+        coords.insert(0, f"{w - 4:.1f},{y(now)}")
+    tone = "flat" if now == 0 else "up"
+    worst = max([v for _, v in known] + [now])
+    title = escape(
+        f"{label}: now {duration_text(now) + ' behind' if now else 'up to date'}"
+        + (f", at most {duration_text(worst)} behind" if worst > now else "")
+    )
     return mark_safe(
         f'<svg class="spark spark-{tone}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
         f"<title>{title}</title>"
-        f'<polyline fill="none" points="{" ".join(coords)}"/></svg>'
+        f'<polyline fill="none" points="{" ".join(coords)}"/>'
+        f'<circle cx="{w - 2}" cy="{y(now)}" r="2"/></svg>'
     )
 
 
 @register.simple_tag
-def sparkline(points: Sequence[float] | None) -> SafeString:
-    """`{% sparkline row.spark %}`: the 24 h lag history as inline SVG."""
-    return sparkline_svg(points or [])
+def sparkline(points: Sequence[float] | None, current: float | None = None) -> SafeString:
+    """`{% sparkline spark lag.lag_seconds %}`: the 24 h lag history as inline SVG, on its own scale."""
+    values = [v for v in points or [] if v is not None]
+    return sparkline_svg(points or [], current, max(values + [current or 0.0, 0.0]))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -106,27 +135,34 @@ def _last_error(server, missing: int = 0) -> str:
 
 
 @register.simple_tag
-def fleet_rows(rows) -> SafeString:
+def fleet_rows(rows, form: str = "") -> SafeString:
     """The fleet table's rows (`servers.dashboard.FleetRow`), built with the tags above.
 
+    With `form` (operators), each row starts with a checkbox belonging to that form
+    (the section's "with the selected servers" actions).
     Rendered here rather than in a template loop: with a thousand servers the loop's
     per-tag overhead alone took several times the page's whole time budget.
     """
     now = timezone.now()
     server_url = reverse("server", args=["-"])[:-2]  # "/servers/" whatever the URL prefix
-    empty_spark = sparkline_svg([])
     html_rows = []
     for row in rows:
         server, lag = row.server, row.lag
         name = esc(server.name)
+        pick = (
+            f'<td class="pick"><input type="checkbox" class="pick" name="servers" value="{name}"'
+            f' form="{esc(form)}" aria-label="select {name}"></td>'
+            if form
+            else ""
+        )
         html_rows.append(
-            f'<tr id="server-{name}" class="state-{lag.state}">'
+            f'<tr id="server-{name}" class="state-{lag.state}">{pick}'
             f'<td data-label="Server" class="nowrap"><a href="{server_url}{quote(server.name, safe="")}/">{name}</a></td>'
             f'<td data-label="State" class="state">{badge(lag.state)}</td>'
             f'<td data-label="Pending" class="num pending">{pending(lag.pending_updates)}</td>'
-            f'<td data-label="Lag" class="lag">{lag_text(lag.pending_updates, lag.lag_seconds)}</td>'
+            f'<td data-label="Lag" class="lag">{lag_text(lag.pending_updates, lag.lag_seconds, lag.catch_up_seconds)}</td>'
             f'<td data-label="Last report" class="nowrap">{reltime(server.last_report_at, now=now)}</td>'
             f'<td data-label="Last error" class="error-cell">{_last_error(server, lag.missing_updates)}</td>'
-            f'<td data-label="Lag, 24 h">{row.spark or empty_spark}</td></tr>\n'
+            f'<td data-label="Lag, 24 h">{row.spark}</td></tr>\n'
         )
     return mark_safe("".join(html_rows))

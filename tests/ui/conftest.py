@@ -13,6 +13,7 @@ from django.utils import timezone
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, StateObject
 from servers.models import Server, StatusReport
+from servers.services import note_lag_hour
 from tests.factories import register_update
 from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -105,6 +106,7 @@ def _add_server(ui_dataset: Dataset, name: str, effective_ns: int | None, **fiel
             effective_ns=effective_ns,
             lag_seconds=lag,
         )
+        note_lag_hour(server.pk, now - timedelta(hours=hours), 0, lag)
     return server
 
 

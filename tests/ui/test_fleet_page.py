@@ -37,18 +37,50 @@ def test_last_report_is_relative_with_the_exact_time_on_hover(viewer_client, fle
     assert ">1 min ago<" in row
 
 
+def spark_points(row: str) -> list[tuple[float, float]]:
+    spark = re.search(r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row, re.S)
+    assert spark, row
+    return [tuple(map(float, p.split(","))) for p in spark.group(1).split()]
+
+
 def test_each_server_has_a_lag_sparkline_from_its_reports(viewer_client, fleet, ui_dataset):
     quiet = Server.objects.create(name="quiet", dataset=ui_dataset)
     html = viewer_client.get("/").content.decode()
-    spark = re.search(
-        r"<svg class=\"spark[^>]*>.*?<polyline[^>]*points=\"([^\"]+)\"", row_of(html, "fuseki-2"), re.S
-    )
-    points = [tuple(map(float, p.split(","))) for p in spark.group(1).split()]
-    # Reports 5 h, 3 h and 1 h ago: one point per hour from the first report to now, values carried.
-    assert len(points) == 6
-    heights = [y for _, y in points]
-    assert heights[0] < heights[2] < heights[-1]  # SVG y grows downwards: the lag shrank
+    points = spark_points(row_of(html, "fuseki-2"))
+    # Reports 5 h, 3 h and 1 h ago (10, 4 and 1 min behind), each held until the next (steps), then now.
+    xs, heights = [x for x, _ in points], [y for _, y in points]
+    assert xs == sorted(xs) and xs[0] < 120 * 20 / 24 and xs[-1] == 120.0
+    assert heights[0] < heights[2] < heights[4]  # SVG y grows downwards: the lag shrank
+    # It ends at the current value (2 updates, 2 min behind), not at the last report's 1 min.
+    assert heights[-1] < heights[-2]
+    assert "now 2 min behind, at most 10 min behind" in row_of(html, "fuseki-2")
     assert "no reports in 24 h" in row_of(html, quiet.name)
+
+
+def test_sparklines_share_a_scale_so_one_day_behind_is_half_of_two(
+    viewer_client, ui_dataset, publish_updates
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dmsupdate.state.keys import EffectiveTime
+
+    start = EffectiveTime.from_datetime(timezone.now() - timedelta(days=2, minutes=1))
+    updates = publish_updates(ui_dataset, 3, start, step_seconds=86400)
+    for name, index in (("two-days", 0), ("one-day", 1), ("current", 2)):
+        Server.objects.create(
+            name=name,
+            dataset=ui_dataset,
+            effective_ns=updates[index].effective_ns,
+            last_report_at=timezone.now(),
+            last_succeeded=True,
+        )
+    html = viewer_client.get("/").content.decode()
+    bottom = 22.0  # the y of a lag of 0
+    two, one = spark_points(row_of(html, "two-days"))[-1][1], spark_points(row_of(html, "one-day"))[-1][1]
+    assert bottom - two == pytest.approx(2 * (bottom - one), rel=0.02)
+    assert "spark-flat" in row_of(html, "current") and "spark-up" in row_of(html, "one-day")
 
 
 def test_a_server_that_never_reported_is_behind_with_everything_pending(viewer_client, ui_dataset, updates):
@@ -93,7 +125,7 @@ def test_a_dataset_without_servers_explains_how_to_register_one(viewer_client, u
 
 
 def _count_queries(client, url: str) -> tuple[int, int]:
-    """Queries of a request with the sparkline cache cold, then warm."""
+    """Queries of a first request (caches cold), then of a second one."""
     cache.clear()
     counts = []
     for _ in range(2):
@@ -120,10 +152,10 @@ def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
     big = _count_queries(viewer_client, url)
     assert Server.objects.count() == 30
     assert small == big
-    cold, warm = big
-    # Warm: session, user, role, datasets and heads, servers, newest update times,
-    # missing update times (gap detection), sparklines.
-    assert warm < cold and warm <= 8
+    _, warm = big
+    # Session, user, role, datasets and heads, servers, newest update times, missing update
+    # times (gap detection), the shown rows' hourly lags (sparklines), the datasets' jobs.
+    assert warm <= 9
 
 
 def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, ui_dataset, updates, monkeypatch):

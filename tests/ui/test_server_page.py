@@ -48,7 +48,7 @@ def test_update_now_starts_an_update_job_and_shows_its_progress(operator_client,
         "olivia",
     )
     html = response.content.decode()
-    assert f'hx-get="/jobs/{job.pk}/progress"' in html and "every 1s" in html
+    assert f'hx-get="/jobs/{job.pk}/progress?compact=1"' in html and "every 1s" in html
     assert AuditEvent.objects.filter(
         action="job.update.requested", target="fuseki-2", actor="olivia"
     ).exists()
@@ -61,9 +61,18 @@ def test_update_now_without_htmx_redirects_to_the_server_page(operator_client, f
     assert response.status_code == 302 and response["Location"] == "/servers/fuseki-2/"
 
 
-def test_rebuild_asks_for_confirmation_first(operator_client, fleet):
+def test_rebuild_asks_for_confirmation_first_naming_the_image(operator_client, fleet, ui_dataset, updates):
+    from django.utils import timezone
+
+    from dmsupdate.state.keys import EffectiveTime, format_key
+    from publications.models import ObjectState, StateObject
+
+    key = format_key(EffectiveTime(updates[1].effective_ns - 1), "dmsupdate", "image", format="tgz")
+    StateObject.for_key(ui_dataset, key, ObjectState.PUBLISHED, timezone.now(), size=5 * 1024 * 1024).save()
     page = operator_client.get("/servers/fuseki-2/rebuild").content.decode()
-    assert "Rebuild fuseki-2?" in page and "newest image" in page and 'name="confirm"' in page
+    assert "Rebuild fuseki-2?" in page and 'name="confirm"' in page
+    assert f'<code class="key" id="rebuild-image">{key}</code>' in page and "5.0 MB" in page
+    assert "replays the <strong>4</strong> published updates after it" in page
     response = operator_client.post("/servers/fuseki-2/rebuild", {})
     assert response.status_code == 400 and Job.objects.count() == 0
     assert Server.objects.get(name="fuseki-2").rebuild_requested_at is None
