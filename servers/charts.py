@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from dmsupdate.templatetags.dashboard import duration_text
 
-WIDTH, PANEL, LEFT, RIGHT, GAP, AXIS = 720, 96, 64, 12, 26, 18
+WIDTH, PANEL, LEFT, RIGHT, GAP, AXIS = 720, 96, 64, 12, 40, 18
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
 
@@ -105,7 +105,7 @@ def lag_chart(points: list[LagPoint], start: datetime, end: datetime, caption: s
             end,
             top1,
             lambda p: p.seconds,
-            lambda v: duration_text(v) or "0",
+            lambda v: duration_text(v) if v >= 1 else "0 s",
             "Behind by (time)",
         )
         + _panel(points, start, end, top2, lambda p: p.pending, lambda v: f"{int(v):,}", "Updates to replay")

@@ -146,29 +146,31 @@ def pending_of(start: int | None, newest: list[int]) -> int:
 
 
 def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
-    """Each server's lag (seconds) at the end of each of the last `hours`, oldest first, in one query.
+    """Each server's lag over each of the last `hours`, oldest first, in one query: (worst, at its last report).
 
-    Read from the hourly roll-up (servers.models.LagHour: the last report of each hour),
-    so a server costs at most `hours` rows however often it reports. Hours without a
-    report carry the previous value forward; hours before the first report are None.
+    Read from the hourly roll-up (servers.models.LagHour), so a server costs at most
+    `hours` rows however often it reports. Hours without a report carry the previous
+    hour's last value forward; hours before the first report are None.
     """
     ids = list(server_ids)
     if not ids:
         return {}
-    last = int(now.timestamp()) // 3600
-    first = last - hours + 1
-    buckets: dict[int, list[float | None]] = defaultdict(lambda: [None] * hours)
-    rows = LagHour.objects.filter(server_id__in=ids, hour__gte=first, hour__lte=last)
-    for server_id, hour, lag in rows.values_list("server_id", "hour", "lag_seconds").iterator():
-        buckets[server_id][hour - first] = lag
+    last_hour = int(now.timestamp()) // 3600
+    first = last_hour - hours + 1
+    buckets: dict[int, list[tuple[float, float] | None]] = defaultdict(lambda: [None] * hours)
+    rows = LagHour.objects.filter(server_id__in=ids, hour__gte=first, hour__lte=last_hour)
+    for server_id, hour, worst, last in rows.values_list(
+        "server_id", "hour", "max_lag_seconds", "lag_seconds"
+    ).iterator():
+        buckets[server_id][hour - first] = (worst, last)
     history = {}
     for server_id, values in buckets.items():
         previous = None
         for i, value in enumerate(values):
             if value is None:
-                values[i] = previous
+                values[i] = None if previous is None else (previous, previous)
             else:
-                previous = value
+                previous = value[1]
         history[server_id] = values
     return history
 
@@ -242,14 +244,12 @@ def fleet(
         if not state or lag.state == state:
             section.rows.append(FleetRow(server, lag, ""))
     key = _sort_key(sort)
-    shown: list[FleetRow] = []
     for section in sections.values():
         if key is not None:
             section.rows.sort(key=key)
         section.matched = len(section.rows)
         section.first = (max(1, page) - 1) * SECTION_ROWS if dataset else 0
         section.rows = section.rows[section.first : section.first + SECTION_ROWS]
-        shown.extend(section.rows)
     _draw_sparklines(sections.values(), now)
     _attach_jobs(sections, now)
     return list(sections.values())
@@ -264,7 +264,7 @@ def _draw_sparklines(sections: Iterable[DatasetFleet], now: datetime) -> None:
     for section in sections:
         points = {row.server.pk: history.get(row.server.pk, []) for row in section.rows}
         top = max(
-            [v for values in points.values() for v in values if v is not None]
+            [hour[0] for values in points.values() for hour in values if hour is not None]
             + [row.lag.lag_seconds or 0 for row in section.rows]
             + [0.0]
         )

@@ -53,60 +53,59 @@ SPARK_HEIGHT = 24
 
 
 def sparkline_svg(
-    points: Sequence[float | None], current: float | None, top: float, label: str = "lag over the last 24 h"
+    hours: Sequence[tuple[float, float] | None],
+    current: float | None,
+    top: float,
+    label: str = "lag over the last 24 h",
 ) -> SafeString:
-    """An inline SVG of a server's lag: hourly values (oldest first, None before the first report),
-    then its current lag at the right edge, on a scale shared with its neighbours (`top`).
+    """An inline SVG of a server's lag over the last day, on a scale shared with its neighbours (`top`).
 
-    The line holds each hour's value until the next (a step), so a server that reported
-    once still draws from that hour to now; its colour is the current lag's (green once
-    caught up). Built as one string, not a template: the fleet page renders hundreds.
+    `hours` holds, oldest first, each hour's worst lag and its lag at the hour's last report
+    (None before the first report). Within an hour the line goes from the worst to the last
+    value, then holds until the next hour (a step), and ends at the `current` lag at the
+    right edge: a server that caught up this hour shows the drop and ends green. Built as
+    one string, not a template: the fleet page renders hundreds.
     """
-    known = [(i, v) for i, v in enumerate(points) if v is not None]
+    known = [(i, h) for i, h in enumerate(hours) if h is not None]
     if not known and current is None:
         return format_html('<span class="spark-empty" title="{}">no reports in 24 h</span>', label)
     w, h = SPARK_WIDTH, SPARK_HEIGHT
     top = max(top, 60.0)
-    hours = max(1, len(points))
+    slot = w / max(1, len(hours))
 
-    def y(value: float) -> str:
-        return f"{h - 2 - (min(value, top) / top) * (h - 4):.1f}"
+    def at(x: float, value: float) -> str:
+        return f"{x:.1f},{h - 2 - (min(value, top) / top) * (h - 4):.1f}"
 
     coords: list[str] = []
     previous: float | None = None
-    for i, value in known:
-        if value == previous:
+    for i, (worst, last) in known:
+        if worst == last == previous:
             continue  # an hour carried over: the step goes on
-        x = i * w / hours
         if previous is not None:
-            coords.append(f"{x:.1f},{y(previous)}")
-        coords.append(f"{x:.1f},{y(value)}")
-        previous = value
+            coords.append(at(i * slot, previous))
+        coords.append(at(i * slot, worst))
+        if last != worst:
+            coords.append(at((i + 1) * slot, last))
+        previous = last
     now = current if current is not None else previous or 0.0
     if previous is not None:
-        coords.append(f"{w:.1f},{y(previous)}")
-    coords.append(f"{w:.1f},{y(now)}")
+        coords.append(at(w, previous))
+    coords.append(at(w, now))
     if len(coords) == 1:
-        coords.insert(0, f"{w - 4:.1f},{y(now)}")
+        coords.insert(0, at(w - 4, now))
     tone = "flat" if now == 0 else "up"
-    worst = max([v for _, v in known] + [now])
+    highest = max([worst for _, (worst, _) in known] + [now])
     title = escape(
         f"{label}: now {duration_text(now) + ' behind' if now else 'up to date'}"
-        + (f", at most {duration_text(worst)} behind" if worst > now else "")
+        + (f", at most {duration_text(highest)} behind" if highest > now else "")
     )
+    end = at(w - 2, now).split(",")[1]
     return mark_safe(
         f'<svg class="spark spark-{tone}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
         f"<title>{title}</title>"
         f'<polyline fill="none" points="{" ".join(coords)}"/>'
-        f'<circle cx="{w - 2}" cy="{y(now)}" r="2"/></svg>'
+        f'<circle cx="{w - 2}" cy="{end}" r="2"/></svg>'
     )
-
-
-@register.simple_tag
-def sparkline(points: Sequence[float] | None, current: float | None = None) -> SafeString:
-    """`{% sparkline spark lag.lag_seconds %}`: the 24 h lag history as inline SVG, on its own scale."""
-    values = [v for v in points or [] if v is not None]
-    return sparkline_svg(points or [], current, max(values + [current or 0.0, 0.0]))
 
 
 def _clip(text: str, limit: int) -> str:
