@@ -28,6 +28,9 @@ class ServerSerializer(serializers.ModelSerializer):
         help_text="updates it still needs that are gone from the bucket"
     )
     lag_seconds = serializers.SerializerMethodField()
+    catch_up_seconds = serializers.SerializerMethodField(
+        help_text="time to apply what is pending at the server's recent apply rate; null when unknown"
+    )
     effective_time = serializers.SerializerMethodField()
     error = serializers.CharField(source="last_error", read_only=True)
 
@@ -42,6 +45,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "state",
             "pending_updates",
             "lag_seconds",
+            "catch_up_seconds",
             "effective_time",
             "last_report_at",
             "last_succeeded",
@@ -85,6 +89,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "state": lag.state,
             "pending_updates": lag.pending_updates,
             "lag_seconds": lag.lag_seconds,
+            "catch_up_seconds": lag.catch_up_seconds,
             "effective_time": iso(server.effective_ns),
             "last_report_at": when(server.last_report_at),
             "last_succeeded": server.last_succeeded,
@@ -112,6 +117,10 @@ class ServerSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.FLOAT)
     def get_lag_seconds(self, server: Server) -> float | None:
         return self._lag(server).lag_seconds
+
+    @extend_schema_field(OpenApiTypes.FLOAT)
+    def get_catch_up_seconds(self, server: Server) -> float | None:
+        return self._lag(server).catch_up_seconds
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_effective_time(self, server: Server) -> str | None:
