@@ -72,6 +72,11 @@ class DatasetFleet:
         return [(state.value, self.states[state]) for state in ServerState if self.states[state]]
 
     @property
+    def last(self) -> int:
+        """Position (from 1) of the last row shown among those the filters kept."""
+        return self.first + len(self.rows)
+
+    @property
     def more(self) -> int:
         """Rows the filters kept beyond this page."""
         return max(0, self.matched - self.first - len(self.rows))

@@ -53,8 +53,8 @@ class Server(models.Model):
     rebuild_requested_at = models.DateTimeField(null=True, blank=True)
     # The server's recent apply rate (operations and seconds of its update runs, older runs
     # weighing less): `catch_up_seconds` (DESIGN §6) is its pending updates at this rate.
-    apply_ops = models.FloatField(default=0)
-    apply_seconds = models.FloatField(default=0)
+    apply_ops = models.FloatField(default=0, db_default=0)
+    apply_seconds = models.FloatField(default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

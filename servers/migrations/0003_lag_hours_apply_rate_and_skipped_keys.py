@@ -43,12 +43,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='server',
             name='apply_ops',
-            field=models.FloatField(default=0),
+            field=models.FloatField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='server',
             name='apply_seconds',
-            field=models.FloatField(default=0),
+            field=models.FloatField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='updaterun',

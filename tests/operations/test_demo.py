@@ -93,3 +93,16 @@ def test_running_demo_again_starts_afresh(demo_var, capsys):
     assert StateObject.objects.count() == first_keys
     assert ApiToken.objects.filter(role=Role.AGENT).count() == 3
     assert get_user_model().objects.get(username="admin").check_password(password)
+
+
+def test_a_rebuilt_demo_keeps_the_logins_of_the_last_one(demo_var, capsys):
+    _, first = build(capsys)
+    viewer = (demo_var / "demo" / "login.txt").read_text().splitlines()[1]
+
+    out, second = build(capsys)
+
+    assert second == first and f"login: admin / {first}" in out
+    assert (demo_var / "demo" / "login.txt").read_text().splitlines()[1] == viewer
+    users = get_user_model().objects
+    assert users.get(username="admin").check_password(first)
+    assert users.get(username="viewer").check_password(viewer.removeprefix("viewer: viewer / "))

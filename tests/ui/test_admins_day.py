@@ -37,10 +37,11 @@ def both_schemes(page, name: str) -> None:
     page.emulate_media(color_scheme="light")
 
 
-def postgres_url() -> str:
-    """A database of its own for the demo, beside the test database (made afresh)."""
+def demo_database(create: bool) -> str:
+    """A database of its own for the demo, beside the test database: made afresh, or dropped."""
     db = settings.DATABASES["default"]
-    name = f"{db['NAME']}_demo"[:63]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    name = f"{db['NAME']}_demo{worker}"[:63]
     conn = psycopg.connect(
         host=db["HOST"] or "127.0.0.1",
         port=db["PORT"] or 5432,
@@ -51,7 +52,8 @@ def postgres_url() -> str:
     )
     with conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
 
@@ -74,7 +76,7 @@ def demo(request, tmp_path):
         "DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS": "3",
     }
     if request.param == "postgresql":
-        env["DATABASE_URL"] = postgres_url()
+        env["DATABASE_URL"] = demo_database(create=True)
 
     def manage(*args: str) -> str:
         done = subprocess.run(
@@ -124,6 +126,8 @@ def demo(request, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        if request.param == "postgresql":
+            demo_database(create=False)
 
 
 def publish(demo, token: str, **fields) -> dict:
