@@ -71,35 +71,36 @@ def sparkline_svg(
         return format_html('<span class="spark-empty" title="{}">no reports in 24 h</span>', label)
     w, h = SPARK_WIDTH, SPARK_HEIGHT
     top = max(top, 60.0)
-    slot = w / max(1, len(hours))
-
-    def at(x: float, value: float) -> str:
-        return f"{x:.1f},{h - 2 - (min(value, top) / top) * (h - 4):.1f}"
-
+    slot = w // max(1, len(hours))
+    base, scale = h - 2, (h - 4) / top  # y of a lag of 0, and pixels per second of lag
+    # Whole pixels: the fleet page draws hundreds of these, and integer formatting is the cheap kind.
     coords: list[str] = []
     previous: float | None = None
+    level = 0
     for i, (worst, last) in known:
         if worst == last == previous:
             continue  # an hour carried over: the step goes on
+        x = i * slot
         if previous is not None:
-            coords.append(at(i * slot, previous))
-        coords.append(at(i * slot, worst))
+            coords.append(f"{x},{level}")
+        coords.append(f"{x},{round(base - (worst if worst < top else top) * scale)}")
+        level = round(base - (last if last < top else top) * scale)
         if last != worst:
-            coords.append(at((i + 1) * slot, last))
+            coords.append(f"{x + slot},{level}")
         previous = last
     now = current if current is not None else previous or 0.0
+    end = round(base - min(now, top) * scale)
     if previous is not None:
-        coords.append(at(w, previous))
-    coords.append(at(w, now))
+        coords.append(f"{w},{level}")
+    coords.append(f"{w},{end}")
     if len(coords) == 1:
-        coords.insert(0, at(w - 4, now))
+        coords.insert(0, f"{w - 4},{end}")
     tone = "flat" if now == 0 else "up"
     highest = max([worst for _, (worst, _) in known] + [now])
     title = escape(
         f"{label}: now {duration_text(now) + ' behind' if now else 'up to date'}"
         + (f", at most {duration_text(highest)} behind" if highest > now else "")
     )
-    end = at(w - 2, now).split(",")[1]
     return mark_safe(
         f'<svg class="spark spark-{tone}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
         f"<title>{title}</title>"

@@ -15,6 +15,7 @@ from dmsupdate.state.keys import EffectiveTime
 from jobs.models import Job, JobKind, JobStatus
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.models import RunResult, Server, StatusReport, UpdateRun
+from servers.services import note_lag_hour
 from tests.factories import register_update
 from tests.ui.browser import NANOS, log_in, make_user, shoot
 
@@ -62,6 +63,7 @@ def showcase(transactional_db, tmp_path):
                 applied=2 if lag else 0,
                 succeeded=True,
             )
+            note_lag_hour(s.pk, now - timedelta(hours=h), int(lag // 180), lag)
         return s
 
     server("fuseki-a", flood, 11)
