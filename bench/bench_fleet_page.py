@@ -4,7 +4,7 @@ Loads the data once into its own database (`<DATABASE_URL name>_bench_fleet`, ke
 runs), then renders the fleet page and its polled partial in-process (Django's test client:
 all of the server's work, no network), sorted and searched too, and compares with the raw
 SQL the page needs. `BENCH_FLEET_SCALE=10` runs it at 10,000 servers and 10,000,000 objects
-(in `<name>_bench_fleet_x10`).
+(in `<name>_bench_fleet_x10`); `BENCH_FLEET_SERVERS=10000` sets the number of servers alone.
 
     DATABASE_URL=postgres://... python -m bench            # every benchmark
     DATABASE_URL=postgres://... python bench/bench_fleet_page.py
@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = int(os.environ.get("BENCH_FLEET_SCALE") or 1)
-SERVERS = 1_000 * SCALE
+# BENCH_FLEET_SERVERS sets the fleet alone (e.g. 10,000 servers over 1,000,000 objects).
+SERVERS = int(os.environ.get("BENCH_FLEET_SERVERS") or 1_000 * SCALE)
 OBJECTS = 1_000_000 * SCALE
 DATASETS = 4
 REPORTS_PER_SERVER = 48  # one every 30 min over the sparkline's 24 h
@@ -43,7 +44,7 @@ def setup_django():
     from django.db import connection
 
     connection.settings_dict.setdefault("TEST", {})
-    suffix = f"_x{SCALE}" if SCALE != 1 else ""
+    suffix = (f"_x{SCALE}" if SCALE != 1 else "") + (f"_{SERVERS}" if SERVERS != 1_000 * SCALE else "")
     connection.settings_dict["TEST"]["NAME"] = f"{connection.settings_dict['NAME']}_bench_fleet{suffix}"
     connection.creation.create_test_db(verbosity=0, keepdb=True, serialize=False)
     return connection

@@ -61,6 +61,7 @@ class DatasetFleet:
     matched: int = 0  # rows the filters kept, before paging
     first: int = 0  # index of the first row shown among them
     jobs: list = field(default_factory=list)  # its dataset-wide jobs, running or just ended
+    head_publication: int | None = None  # the publication of the head, when it was published here
 
     @property
     def head_at(self) -> datetime | None:
@@ -267,7 +268,25 @@ def fleet(
         section.rows = section.rows[section.first : section.first + SECTION_ROWS]
     _draw_sparklines(sections.values(), now)
     _attach_jobs(sections, now)
+    _link_heads(sections)
     return list(sections.values())
+
+
+def _link_heads(sections: dict[int, DatasetFleet]) -> None:
+    """The publication behind each dataset's head, for its link (one query on publication_time_idx)."""
+    from django.db.models import Q
+
+    from publications.models import PublicationEvent
+
+    heads = [Q(dataset_id=pk, effective_ns=s.head_ns) for pk, s in sections.items() if s.head_ns is not None]
+    if not heads:
+        return
+    query = heads[0]
+    for more in heads[1:]:
+        query |= more
+    for dataset_id, key, pk in PublicationEvent.objects.filter(query).values_list("dataset_id", "key", "pk"):
+        if sections[dataset_id].head_key == key:
+            sections[dataset_id].head_publication = pk
 
 
 def _draw_sparklines(sections: Iterable[DatasetFleet], now: datetime) -> None:

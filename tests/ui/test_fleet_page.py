@@ -19,8 +19,11 @@ def row_of(html: str, name: str) -> str:
 
 
 def test_fleet_page_shows_each_server_with_its_state_and_lag(viewer_client, fleet, updates):
+    from publications.models import PublicationEvent
+
     html = viewer_client.get("/").content.decode()
-    assert updates[-1].key in html  # the dataset head
+    head = PublicationEvent.objects.get(key=updates[-1].key)
+    assert f'<a href="/publications/{head.pk}/"><code class="key">{updates[-1].key}</code></a>' in html
     fresh, lagging, broken = row_of(html, "fuseki-1"), row_of(html, "fuseki-2"), row_of(html, "fuseki-3")
     assert 'badge-good">ok<' in fresh and "up to date" in fresh
     assert 'badge-warn">behind<' in lagging
@@ -154,8 +157,9 @@ def test_fleet_query_count_does_not_grow_with_the_number_of_servers(
     assert small == big
     _, warm = big
     # Session, user, role, datasets and heads, servers, newest update times, missing update
-    # times (gap detection), the shown rows' hourly lags (sparklines), the datasets' jobs.
-    assert warm <= 9
+    # times (gap detection), the shown rows' hourly lags (sparklines), the datasets' jobs,
+    # the heads' publications.
+    assert warm <= 10
 
 
 def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, ui_dataset, updates, monkeypatch):
