@@ -214,18 +214,32 @@ def test_the_admins_day_on_the_demo(demo, browser_page):
     assert f"superseded by a later postproc of component 'latest' ({late['key']})" in row.inner_text()
     both_schemes(page, f"day-publication-skipped{suffix}")
     page.goto(f"{demo['url']}/jobs/")
-    page.locator("table.jobs a", has_text="Update all").first.click()
-    assert "superseded by a later postproc" in page.locator("#job-server-flood-a").inner_text()
-    assert page.locator(".job-status").inner_text() == "succeeded"
+    # The publications made one update (or two, when the last came after the first had started).
+    triggered = [a.get_attribute("href") for a in page.locator("table.jobs a", has_text="Update all").all()]
+    assert 1 <= len(triggered) <= 3, triggered
+    for href in triggered:
+        page.goto(f"{demo['url']}{href}")
+        assert page.locator(".job-status").inner_text() == "succeeded"
+        if "superseded by a later postproc" in page.locator("#job-server-flood-a").inner_text():
+            break
+    else:
+        raise AssertionError(f"no job shows the superseded postproc as skipped: {triggered}")
     both_schemes(page, f"day-job-publication{suffix}")
 
     # "Update all" from the fleet page; its job page follows it to `succeeded` without a reload.
     page.goto(f"{demo['url']}/")
     both_schemes(page, f"day-fleet{suffix}")
+    before = page.evaluate("[...document.querySelectorAll('#jobs-flood-demo .job')].map(e => e.id)")
     page.locator("#dataset-flood-demo").get_by_role("button", name="Update all").click()
-    panel = page.locator("#jobs-flood-demo .job").first
-    panel.locator(".job-title a").click()
-    page.wait_for_url("**/jobs/*/")
+    # The job it started appears in the dataset's section (the ones before it may linger there).
+    new_id = page.wait_for_function(
+        """(before) => [...document.querySelectorAll('#jobs-flood-demo .job')]
+            .map(e => e.id).find(id => !before.includes(id))""",
+        arg=before,
+    ).json_value()
+    page.locator(f"#{new_id} .job-title a").click()
+    page.wait_for_url(f"**/jobs/{new_id.removeprefix('job-')}/")
+    assert "by admin," in page.locator(".job-title").inner_text()  # the admin's own, not a publication's
     page.evaluate("window.__notReloaded = true")
     page.wait_for_function(
         "document.querySelector('.job-status').innerText.trim() === 'succeeded'", timeout=60_000
