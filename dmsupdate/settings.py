@@ -222,6 +222,8 @@ DMSUPDATE = {
     # Publication limits (bytes): raw upload and decompressed gzip content.
     "MAX_UPLOAD_BYTES": env_int("DMSUPDATE_MAX_UPLOAD_BYTES", 256 * 1024 * 1024),
     "MAX_DECOMPRESSED_BYTES": env_int("DMSUPDATE_MAX_DECOMPRESSED_BYTES", 1024 * 1024 * 1024),
+    # SPARQL Update bodies (update, postproc), decompressed: held whole in memory by parsers.
+    "MAX_UPDATE_BYTES": env_int("DMSUPDATE_MAX_UPDATE_BYTES", 16 * 1024 * 1024),
     # Trigger-and-wait: agents called at once, and how long one may take.
     "TRIGGER_CONCURRENCY": env_int("DMSUPDATE_TRIGGER_CONCURRENCY", 16),
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),

@@ -29,6 +29,10 @@ class Dataset(models.Model):
         default=168, help_text="updates younger than this are kept"
     )
     gc_grace_hours = models.PositiveIntegerField(default=48, help_text="expired/unpublished kept this long")
+    # DESIGN §6: SPARQL updates may DROP/CLEAR ALL, NAMED or DEFAULT only where this is set.
+    allow_drop_all = models.BooleanField(
+        "allow DROP/CLEAR ALL", default=False, help_text="updates may drop or clear ALL, NAMED or DEFAULT"
+    )
     # Incremental reconcile cursor (sync_state): the greatest key listed so far.
     sync_cursor = models.CharField(max_length=1024, blank=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)

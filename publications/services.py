@@ -38,7 +38,14 @@ from dmsupdate.state.keys import (
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.signals import update_published
-from publications.validation import Upload, check_layout, infer_format, validate_content
+from publications.validation import (
+    Upload,
+    check_layout,
+    check_recorded_content,
+    check_recorded_key,
+    infer_format,
+    validate_content,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,7 @@ def check_content(target: Target, upload: Upload | None, given_format: str, medi
         bool(upload and upload.size and upload.gzipped),
     )
     check_layout(target.label, target.op, target.arg, fmt)
-    validate_content(upload, target.op, fmt)
+    validate_content(upload, target.op, fmt, allow_drop_all=target.dataset.allow_drop_all)
     return Content(upload, fmt)
 
 
@@ -293,6 +300,7 @@ def record_external(
     if parsed.kind not in (ObjectKind.UPDATE, ObjectKind.IMAGE):
         raise Invalid("invalid_key", f"{key} is neither an update nor an image; nothing to publish")
     publisher.scope.check(dataset, parsed.label or "")
+    check_recorded_key(parsed)
     store = dataset.open_store()
     try:
         info = store.head(key)
@@ -306,6 +314,7 @@ def record_external(
         raise Invalid("size_mismatch", f"{key} holds {info.size} bytes, not {size}")
     if md5 and info.md5 and info.md5 != md5.lower():
         raise Invalid("checksum_mismatch", f"{key} has MD5 {info.md5}, not {md5}")
+    check_recorded_content(parsed, store, dataset.allow_drop_all)
     now = timezone.now()
     fields = {
         **StateObject.fields_from_key(parsed),

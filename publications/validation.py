@@ -17,19 +17,28 @@ import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import IO, BinaryIO
 
 from django.conf import settings
 
-from dmsupdate.errors import Invalid, TooLarge
+from dmsupdate.errors import Invalid, StoreFailed, TooLarge, Unavailable
+from dmsupdate.state.content import (
+    UnsafeContent,
+    XmlDeclarationScreen,
+    check_graph_iri,
+    check_sparql_update,
+)
 from dmsupdate.state.keys import (
     FORMATS_BY_OP,
     GRAPH_OPS,
     UPDATE_OPS,
     EffectiveTime,
     InvalidKey,
+    StateKey,
     format_key,
 )
+from dmsupdate.state.stores import ObjectStore, StoreError, StoreUnavailable
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -104,8 +113,11 @@ def check_layout(label: str, op: str, arg: str | None, fmt: str | None) -> None:
     except InvalidKey as exc:
         code = "invalid_label" if "label" in str(exc) else "invalid_key"
         raise Invalid(code, str(exc)) from exc
-    if op in GRAPH_OPS and arg and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", arg):
-        raise Invalid("invalid_graph", f"graph {arg!r} is not an absolute IRI")
+    if op in GRAPH_OPS and arg:
+        try:
+            check_graph_iri(arg)
+        except UnsafeContent as exc:
+            raise Invalid(exc.code, str(exc)) from exc
 
 
 def infer_format(op: str, given: str, filename: str, content_type: str, gzipped: bool) -> str:
@@ -141,15 +153,24 @@ def infer_format(op: str, given: str, filename: str, content_type: str, gzipped:
 
 
 class DecompressedTooLarge(Exception):
-    """Raised while reading a gzip body past the decompressed-size limit."""
+    """Raised while reading a body past its content limit (decompressed gzip, or a SPARQL update)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__(what)
+        self.limit = limit
+        self.what = what
 
 
 class _Limited(io.RawIOBase):
     """A reader that raises DecompressedTooLarge once more than `limit` bytes came through."""
 
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
+    def __init__(
+        self, raw: IO[bytes], limit: int, what: str, screen: XmlDeclarationScreen | None = None
+    ) -> None:
         self._raw = raw
         self._limit = limit
+        self._what = what
+        self._screen = screen
         self.count = 0
 
     def readable(self) -> bool:
@@ -159,38 +180,54 @@ class _Limited(io.RawIOBase):
         chunk = self._raw.read(min(len(buffer), CHUNK))
         self.count += len(chunk)
         if self.count > self._limit:
-            raise DecompressedTooLarge()
+            raise DecompressedTooLarge(self._limit, self._what)
+        if self._screen is not None:
+            self._screen.feed(chunk)
         buffer[: len(chunk)] = chunk
         return len(chunk)
 
 
 def _content(upload: Upload, fmt: str) -> IO[bytes]:
-    """The upload's content as a stream, decompressed (and size-limited) for `.gz` formats."""
+    """The upload's content as a stream: decompressed for `.gz` formats, size-limited while it is read.
+
+    SPARQL updates have their own, much lower limit; RDF/XML is screened for
+    declarations as it streams, before the parser sees them.
+    """
     upload.file.seek(0)
-    if not fmt.endswith(".gz"):
-        return upload.file
-    if not upload.gzipped:
-        raise Invalid("invalid_gzip", f"format {fmt} says gzip, but the body is not gzip data")
-    limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
-    inflated = gzip.GzipFile(fileobj=upload.file, mode="rb")
-    return io.BufferedReader(_Limited(inflated, limit), buffer_size=CHUNK)
+    base = fmt.removesuffix(".gz")
+    if base == "ru":
+        limit, what = settings.DMSUPDATE["MAX_UPDATE_BYTES"], "the SPARQL update"
+    else:
+        limit, what = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"], "the gzip content"
+    raw: IO[bytes] = upload.file
+    if fmt.endswith(".gz"):
+        if not upload.gzipped:
+            raise Invalid("invalid_gzip", f"format {fmt} says gzip, but the body is not gzip data")
+        raw = gzip.GzipFile(fileobj=upload.file, mode="rb")
+    elif base not in ("ru", "rdf"):
+        return raw  # the upload limit already bounds it
+    screen = XmlDeclarationScreen() if base == "rdf" else None
+    return io.BufferedReader(_Limited(raw, limit, what, screen), buffer_size=CHUNK)
 
 
 def _gzip_refusal(exc: Exception) -> Invalid | TooLarge:
     if isinstance(exc, DecompressedTooLarge):
-        limit = settings.DMSUPDATE["MAX_DECOMPRESSED_BYTES"]
-        return TooLarge("too_large", f"the gzip content expands beyond {limit} bytes; refused")
+        return TooLarge("too_large", f"{exc.what} is larger than {exc.limit} bytes; refused")
     return Invalid("invalid_gzip", f"the gzip data is damaged: {exc}")
 
 
 _GZIP_ERRORS = (DecompressedTooLarge, gzip.BadGzipFile, EOFError, zlib.error)
+# Raised by our own readers while the parser pulls the body: passed on as they are.
+_OWN_ERRORS = (*_GZIP_ERRORS, UnsafeContent, Invalid)
 
 
-def validate_content(upload: Upload | None, op: str, fmt: str) -> int:
+def validate_content(upload: Upload | None, op: str, fmt: str, allow_drop_all: bool = True) -> int:
     """Parse the body as its format says; return the triple/quad count (0 for SPARQL and drop).
 
     Refusals: a body on `drop`, a missing body elsewhere, damaged gzip, a gzip
-    bomb (413), malformed RDF or SPARQL Update (400 with the parser's position).
+    bomb or an oversized SPARQL update (413), malformed RDF or SPARQL Update
+    (400 with the parser's position), and content the data servers must not
+    run (dmsupdate.state.content: LOAD/SERVICE, DROP ALL unless allowed, DTDs).
     """
     size = upload.size if upload is not None else 0
     if op == "drop":
@@ -203,9 +240,11 @@ def validate_content(upload: Upload | None, op: str, fmt: str) -> int:
     try:
         stream = _content(upload, fmt)
         if base == "ru":
-            _check_sparql_update(stream)
+            _check_sparql_update(stream, allow_drop_all)
             return 0
         return _check_rdf(stream, base)
+    except UnsafeContent as exc:
+        raise Invalid(exc.code, str(exc)) from exc
     except _GZIP_ERRORS as exc:
         raise _gzip_refusal(exc) from exc
     finally:
@@ -235,6 +274,10 @@ def _check_rdf(stream: IO[bytes], base: str) -> int:
         raise Invalid("invalid_rdf", f"malformed {base} data: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise Invalid("invalid_rdf", f"malformed {base} data: not UTF-8 ({exc.reason})") from exc
+    except _OWN_ERRORS:
+        raise
+    except Exception as exc:  # any other parser failure (a resource limit, an I/O error) is the body's
+        raise Invalid("invalid_rdf", f"{base} data refused by the parser: {exc}") from exc
     return count
 
 
@@ -263,13 +306,18 @@ def _sparql_parser():
         return _parse_only_store
 
 
-def _check_sparql_update(stream: IO[bytes]) -> None:
-    """Parse a SPARQL Update; 400 with line and column when it is malformed."""
+def _check_sparql_update(stream: IO[bytes], allow_drop_all: bool) -> None:
+    """Check what the update may do, then parse it; 400 with line and column when it is malformed.
+
+    The lexical rules (dmsupdate.state.content) run first: they also keep
+    input that would overflow the parser's stack away from it.
+    """
     raw = stream.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid("invalid_sparql", f"the SPARQL Update is not UTF-8 ({exc.reason})") from exc
+    check_sparql_update(text, allow_drop_all=allow_drop_all)
     try:
         _sparql_parser().update(text)
     except SyntaxError as exc:
@@ -281,5 +329,45 @@ def _check_sparql_update(stream: IO[bytes]) -> None:
     except RuntimeError as exc:
         if _READ_ONLY not in str(exc):
             raise Invalid("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
-    except OSError as exc:
+    except Exception as exc:  # any other parser failure (a resource limit, an I/O error) is the body's
         raise Invalid("invalid_sparql", f"SPARQL Update refused: {exc}") from exc
+
+
+# DESIGN §6: how far ahead of the control plane's clock an effective time may be.
+MAX_AHEAD = timedelta(minutes=5)
+# Formats whose content is read and checked when recorded: what could make data servers fetch
+# URLs or expand entities. Other RDF is left to the agents (reading it all here costs too much).
+SCREENED_FORMATS = ("ru", "rdf")
+
+
+def check_recorded_key(parsed: StateKey) -> None:
+    """Refuse a recorded key dated more than 5 minutes ahead (it would wedge every agent's window) or naming a bad graph."""
+    ahead = (parsed.effective.to_datetime() - datetime.now(UTC)) if parsed.effective else timedelta(0)
+    if ahead > MAX_AHEAD:
+        raise Invalid(
+            "future_time",
+            f"{parsed.key} takes effect {ahead} from now; effective times may be at most "
+            f"{int(MAX_AHEAD.total_seconds() // 60)} minutes ahead of the control plane's clock",
+        )
+    if parsed.op in GRAPH_OPS:
+        try:
+            check_graph_iri(parsed.arg or "")
+        except UnsafeContent as exc:
+            raise Invalid(exc.code, str(exc)) from exc
+
+
+def check_recorded_content(parsed: StateKey, store: ObjectStore, allow_drop_all: bool) -> None:
+    """Read and check a recorded SPARQL update or RDF/XML object as an uploaded one would be."""
+    if parsed.op not in UPDATE_OPS or parsed.rdf_format not in SCREENED_FORMATS:
+        return
+    try:
+        with store.open(parsed.key) as body:
+            upload = spool(body)
+    except StoreUnavailable as exc:
+        raise Unavailable("store_unavailable", f"the state root is unavailable, retry later: {exc}") from exc
+    except StoreError as exc:
+        raise StoreFailed("store_error", str(exc)) from exc
+    try:
+        validate_content(upload, parsed.op, parsed.format or "", allow_drop_all=allow_drop_all)
+    finally:
+        upload.close()

@@ -65,6 +65,11 @@ def _day_seconds(date: str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Effective times are nanoseconds since 1970 in a signed 64-bit integer (the registry stores them
+# so): from 1970-01-01 up to 2262-04-11. A time outside cannot be represented: such a key is invalid.
+EARLIEST = _EPOCH
+LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+LATEST_NANOS = int((LATEST - _EPOCH).total_seconds()) * NANOS
 # Graph URIs and components repeat across a dataset's keys: unescaping one was a third of parsing a key.
 _unquote_arg = lru_cache(maxsize=4096)(unquote)
 
@@ -81,8 +86,12 @@ def _parse_nanos(date: str, time: str) -> int:
             raise ValueError(time)
     except ValueError as exc:
         raise InvalidKey(f"bad date/time {date!r} {time!r}") from exc
-    seconds = day_seconds + h * 3600 + m * 60 + s
-    return seconds * NANOS + int(frac.ljust(9, "0"))
+    nanos = (day_seconds + h * 3600 + m * 60 + s) * NANOS + int(frac.ljust(9, "0"))
+    if not 0 <= nanos < LATEST_NANOS:
+        raise InvalidKey(
+            f"{date} {time} is outside 1970-01-01 to 2262-04-11, the effective times that can be represented"
+        )
+    return nanos
 
 
 def nanos_to_datetime(nanos: int) -> datetime:
@@ -310,6 +319,8 @@ def format_key(
 ) -> str:
     """Build a key in the written form; raise InvalidKey for anything off-layout."""
     check_label(label)
+    if not 0 <= effective.nanos < LATEST_NANOS:
+        raise InvalidKey(f"effective time {effective.nanos} ns is outside 1970-01-01 to 2262-04-11")
     if op not in ALL_OPS:
         raise InvalidKey(f"unknown op {op!r}; expected one of {', '.join(ALL_OPS)}")
     fmt = _written_format(op, format)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dmsupdate.state.keys import EffectiveTime, InvalidKey
+from dmsupdate.state.keys import EARLIEST, LATEST, EffectiveTime, InvalidKey
 
 # Field name -> the JSON type it holds (read by the API schema); the order is status.json's.
 FIELD_TYPES: dict[str, str] = {
@@ -37,10 +37,8 @@ FIELD_TYPES: dict[str, str] = {
     "progress": "{done, total, bytes} or null",
 }
 RUN_KINDS = ("update", "rebuild")
-# Effective times a report may carry: what a 64-bit count of nanoseconds since 1970 holds
-# (the registry stores them so); anything else is a broken or hostile report.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+# Times a report may carry are those of effective times (dmsupdate.state.keys: EARLIEST, LATEST);
+# anything else is a broken or hostile report.
 MAX_KEYS = 10_000  # list lengths kept from a report (late, invalid, recent, skipped)
 MAX_TEXT = 100_000  # characters kept of `error` and `hookError`
 

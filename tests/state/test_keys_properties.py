@@ -10,13 +10,16 @@ from dmsupdate.state.keys import (
     GRAPH_OPS,
     NANOS,
     EffectiveTime,
+    LATEST_NANOS,
     InvalidKey,
     format_key,
     parse_key,
 )
 
 labels = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", fullmatch=True)
-times = st.integers(min_value=0, max_value=253402300799 * NANOS).map(EffectiveTime)
+times = st.integers(min_value=0, max_value=LATEST_NANOS - 1).map(EffectiveTime)
+# Dates a key can spell but a 64-bit count of nanoseconds cannot hold (after 2262-04-11).
+unrepresentable = st.integers(min_value=LATEST_NANOS, max_value=253402300799 * NANOS).map(EffectiveTime)
 args = st.text(min_size=1, max_size=80)
 
 
@@ -59,3 +62,19 @@ def test_key_time_segments_sort_as_the_times_do(values):
 def test_effective_time_text_forms_round_trip(t):
     assert EffectiveTime.parse_text(t.path) == t
     assert EffectiveTime.parse_text(t.isoformat()) == t
+
+
+@given(unrepresentable)
+def test_keys_dated_after_2262_are_invalid_never_an_overflow(t):
+    key = f"updates/{t.path}/pub_update.ru"
+    try:
+        parse_key(key)
+    except InvalidKey as exc:
+        assert "2262" in str(exc)
+    else:
+        raise AssertionError(f"{key} parsed")
+    try:
+        format_key(t, "pub", "update", None, "ru")
+    except InvalidKey:
+        return
+    raise AssertionError("formatted")
