@@ -34,7 +34,9 @@ from dmsupdate.agent.images import (
     sibling,
     swap_in,
     unpack_image,
+    unpack_limit,
 )
+from dmsupdate.agent.screening import read_update, screen_rdfxml
 from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from dmsupdate.state.plan import LedgerState, PlanEntry
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, open_verified
@@ -165,7 +167,7 @@ class EmbeddedBackend:
             if entry.op == "drop":
                 store.update(f"DROP SILENT GRAPH {_graph(entry)} ;\n{_insert_data(record)}")
             elif entry.op in ("update", "postproc"):
-                self._sparql_update(_read(source, entry.info), record)
+                self._sparql_update(read_update(source, entry.info), record)
             elif entry.op in ("add", "replace"):
                 self._load(entry, _read(source, entry.info), record)
             else:
@@ -175,11 +177,7 @@ class EmbeddedBackend:
         except (OSError, ValueError) as exc:
             raise OperationFailed(f"{entry.op} {entry.key}: {exc}") from exc
 
-    def _sparql_update(self, body: bytes, record: list[ox.Quad]) -> None:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise OperationFailed(f"the SPARQL update is not UTF-8 text: {exc}") from exc
+    def _sparql_update(self, text: str, record: list[ox.Quad]) -> None:
         insert = _insert_data(record)
         try:
             self.store.update(f"{text}\n;\n{insert}")
@@ -202,6 +200,7 @@ class EmbeddedBackend:
         graph = _graph(entry)
         store = self.store
         if fmt == ox.RdfFormat.RDF_XML:
+            screen_rdfxml(body, entry.key)
             # RDF/XML cannot take a suffix: parse it, then add data and ledger in one transaction.
             quads = [
                 ox.Quad(t.subject, t.predicate, t.object, graph) for t in ox.parse(input=body, format=fmt)
@@ -235,7 +234,7 @@ class EmbeddedBackend:
         try:
             with open_verified(source, entry.info, decompress=entry.op == "dump") as stream:
                 if entry.op == "image":
-                    store_dir = unpack_image(stream, incoming)
+                    store_dir = unpack_image(stream, incoming, unpack_limit(entry.info.size))
                     new = ox.Store(str(store_dir))
                     new.remove_graph(LEDGER_GRAPH)  # an image may carry its builder's ledger
                 else:
@@ -257,5 +256,10 @@ class EmbeddedBackend:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             shutil.rmtree(incoming, ignore_errors=True)
             raise OperationFailed(f"{entry.op} {entry.key}: {exc}") from exc
+        except BaseException:
+            shutil.rmtree(
+                incoming, ignore_errors=True
+            )  # whatever failed, no half-built store stays beside the database
+            raise
         swap_in(store_dir, self.db_dir)
         shutil.rmtree(incoming, ignore_errors=True)

@@ -26,6 +26,7 @@ import requests
 
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.errors import AgentError, OperationFailed, Throttled, parse_retry_after
+from dmsupdate.agent.screening import read_update, screened
 from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from dmsupdate.state.plan import LedgerState, PlanEntry
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, open_verified
@@ -150,7 +151,7 @@ class SparqlBackend:
             if response.status_code != 404:  # dropping a missing graph is fine
                 check_response(response, what)
         elif entry.op in ("update", "postproc"):
-            body = self._read(source, entry.info)
+            body = read_update(source, entry.info).encode()
             response = self._request(
                 "POST",
                 self.update_url,
@@ -176,15 +177,6 @@ class SparqlBackend:
             raise OperationFailed(f"{entry.op} is not an update operation")
         self.ledger.record([entry.key, *entry.settles])
 
-    def _read(self, source: ObjectStore, info: ObjectInfo | None) -> bytes:
-        if info is None:
-            raise OperationFailed("no object information for this key")
-        try:
-            with open_verified(source, info) as stream:
-                return stream.read()
-        except (OSError, EOFError, StoreError) as exc:
-            raise OperationFailed(f"cannot read {info.key}: {exc}") from exc
-
     def _send(
         self,
         method: str,
@@ -204,7 +196,7 @@ class SparqlBackend:
                     self.gsp_url,
                     what,
                     params=params,
-                    data=_chunks(stream),
+                    data=_chunks(screened(stream, info.key, media)),
                     headers={"Content-Type": media},
                 )
                 stream.read(1)  # the end of the stream is where size and MD5 are checked
