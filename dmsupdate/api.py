@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
@@ -101,6 +102,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses the body from its Content-Length, before reading it (a report of 20 MB).
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = ApiError("too_large", f"the request body is larger than {limit} bytes; refused", 413)
+    elif isinstance(exc, SuspiciousOperation):
+        exc = ApiError("invalid", f"the request was refused: {exc}", 400)
     if isinstance(exc, OperationalError | InterfaceError):
         # The database went away (restart, failover, a killed backend): a retry will do.
         log.warning("database unavailable: %s", exc)

@@ -22,6 +22,17 @@ from servers.lag import lag_for, lags_of
 from servers.models import LagHour, RunTrigger, Server, StatusReport
 
 
+def _without_nul(value: Any) -> Any:
+    """The report as stored: PostgreSQL's jsonb holds no NUL character, and an agent's error text may carry one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
 def record_report(server: Server, body: dict, reachable: bool = True) -> StatusReport:
     """Store an agent's status.json report and update the server's last-known status.
 
@@ -29,6 +40,7 @@ def record_report(server: Server, body: dict, reachable: bool = True) -> StatusR
     malformed one raises InvalidStatus and changes nothing.
     """
     status = parse_status(body)
+    body = _without_nul(body)
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().get(pk=server.pk)
