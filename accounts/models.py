@@ -71,6 +71,18 @@ class ApiToken(models.Model):
             token.datasets.set(datasets)
         return token, key
 
+    @classmethod
+    def revoke_unscoped(cls, pks: list[int], when) -> list[str]:
+        """Revoke the tokens among `pks` left limited to no dataset; return their names.
+
+        An empty dataset scope means "every dataset": a token whose datasets
+        were all deleted would otherwise widen to all of them.
+        """
+        emptied = cls.objects.filter(pk__in=pks, revoked_at__isnull=True, datasets__isnull=True)
+        names = list(emptied.values_list("name", flat=True))
+        cls.objects.filter(pk__in=pks, revoked_at__isnull=True, datasets__isnull=True).update(revoked_at=when)
+        return names
+
 
 class ThrottleBucket(models.Model):
     """How far one caller's request budget is spent (`accounts.throttles`), shared by every web process."""

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 
 class PublicationsConfig(AppConfig):
@@ -16,6 +16,10 @@ class PublicationsConfig(AppConfig):
         pre_save.connect(_root_changing, sender=Dataset, dispatch_uid="publications.sync.root_changing")
         post_save.connect(_dataset_saved, sender=Dataset, dispatch_uid="publications.schedules.saved")
         post_delete.connect(_dataset_deleted, sender=Dataset, dispatch_uid="publications.schedules.deleted")
+        pre_delete.connect(_note_scoped_tokens, sender=Dataset, dispatch_uid="publications.tokens.noted")
+        post_delete.connect(
+            _revoke_emptied_tokens, sender=Dataset, dispatch_uid="publications.tokens.revoked"
+        )
         after_migrate(self, ensure_schedules)
 
 
@@ -40,3 +44,23 @@ def _dataset_deleted(sender, instance, **kwargs) -> None:
     from publications.schedules import remove_dataset_schedules
 
     remove_dataset_schedules(instance.pk)
+
+
+def _note_scoped_tokens(sender, instance, **kwargs) -> None:
+    """Before a dataset goes: the live tokens limited to it (its scope rows go with it)."""
+    from accounts.models import ApiToken
+
+    instance._scoped_token_ids = list(
+        ApiToken.objects.filter(datasets=instance, revoked_at__isnull=True).values_list("pk", flat=True)
+    )
+
+
+def _revoke_emptied_tokens(sender, instance, **kwargs) -> None:
+    """After it went: tokens it leaves limited to no dataset are revoked, never widened to all (audited)."""
+    from django.utils import timezone
+
+    from accounts.models import ApiToken
+    from audit.services import record
+
+    for name in ApiToken.revoke_unscoped(getattr(instance, "_scoped_token_ids", []), timezone.now()):
+        record("system", "token.revoked", name, {"reason": f"its only dataset {instance.name!r} was deleted"})
