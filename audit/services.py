@@ -64,7 +64,7 @@ def record(
 
 @dataclass
 class ChainCheck:
-    """The outcome of `verify_chain`: rows checked and the first broken link, if any."""
+    """The outcome of `verify_chain`: rows checked, and what is wrong (the first broken row, if one is)."""
 
     checked: int
     broken_id: int | None = None
@@ -72,18 +72,38 @@ class ChainCheck:
 
     @property
     def ok(self) -> bool:
-        return self.broken_id is None
+        return not self.reason
 
 
-def verify_chain(batch: int = 5000) -> ChainCheck:
-    """Walk the log in order and report the first row whose hash or link is wrong."""
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's head as recorded outside the table (with each registry backup): a row id and its hash."""
+
+    id: int
+    hash: str
+
+
+def head() -> Anchor | None:
+    """The newest row of the chain, to be recorded outside the table."""
+    row = AuditEvent.objects.order_by("-id").values_list("id", "hash").first()
+    return Anchor(*row) if row else None
+
+
+def verify_chain(batch: int = 5000, anchor: Anchor | None = None) -> ChainCheck:
+    """Walk the log in order and report the first row whose hash or link is wrong.
+
+    An empty log is not intact (nothing shows it was not emptied), and with
+    an `anchor` the chain must still hold that row with that hash: rows cut
+    from its end, or a chain rebuilt after a TRUNCATE, are found.
+    """
     prev = GENESIS
     checked = 0
     last_id = 0
+    anchored = anchor is None
     while True:
         rows = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:batch])
         if not rows:
-            return ChainCheck(checked)
+            break
         for row in rows:
             if row.prev_hash != prev:
                 return ChainCheck(
@@ -95,6 +115,22 @@ def verify_chain(batch: int = 5000) -> ChainCheck:
                 return ChainCheck(
                     checked, row.id, "its content does not match its hash (the row was changed)"
                 )
+            if anchor is not None and row.id == anchor.id:
+                if row.hash != anchor.hash:
+                    return ChainCheck(
+                        checked, row.id, "it differs from the chain's head recorded outside the table"
+                    )
+                anchored = True
             prev = row.hash
             checked += 1
             last_id = row.id
+    if checked == 0:
+        return ChainCheck(0, None, "the audit log is empty: nothing shows it was not emptied")
+    if not anchored:
+        assert anchor is not None
+        return ChainCheck(
+            checked,
+            None,
+            f"event {anchor.id}, the chain's head recorded outside the table, is gone: the log was cut or rebuilt",
+        )
+    return ChainCheck(checked)

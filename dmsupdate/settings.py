@@ -231,8 +231,11 @@ DMSUPDATE = {
     "TRIGGER_TIMEOUT_SECONDS": env_int("DMSUPDATE_TRIGGER_TIMEOUT_SECONDS", 900),
     # A burst of publications within this many seconds gives one trigger.
     "TRIGGER_DEBOUNCE_SECONDS": env_int("DMSUPDATE_TRIGGER_DEBOUNCE_SECONDS", 5),
-    # Registry backups: one root for all of them (else each dataset's own root).
-    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT", ""),
+    # Registry backups: their own root, never a dataset's (agents and publishers read those).
+    "BACKUP_ROOT": os.environ.get("DMSUPDATE_BACKUP_ROOT") or f"file://{(VAR_DIR / 'backups').resolve()}",
+    # Seals the secrets in backups and signs them; kept outside the database and the bucket
+    # (default: derived from DMSUPDATE_SECRET_KEY, so a restore needs the same secret key).
+    "BACKUP_KEY": os.environ.get("DMSUPDATE_BACKUP_KEY", ""),
     "BACKUP_ENDPOINT": os.environ.get("DMSUPDATE_BACKUP_ENDPOINT", ""),
     # Dashboard login: failed attempts allowed per address and per username, and for how long.
     "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),

@@ -1,14 +1,15 @@
 """Registry backup to the state root, and blind restore into an empty database.
 
 A backup is one gzip JSON-lines object, `backups/registry-{UTC time}.jsonl.gz`,
-written to every dataset's root (or to `DMSUPDATE["BACKUP_ROOT"]` when set):
+written to the backup root (`DMSUPDATE["BACKUP_ROOT"]`, by default a folder under
+the var directory; never a dataset's root, which its agents and publishers read):
 a header line, one line per row (users, datasets, servers, state objects,
 publication events, API tokens (hashed), jobs, update runs, status reports,
 the audit log), and a trailer with the row counts. Rows are streamed from one
 consistent snapshot into a scratch file, so memory stays bounded whatever the
-registry's size. Servers' agent tokens are kept as stored (the control plane
-needs them to call the agents again), so `backups/` deserves the same access
-control as the database.
+registry's size. Secrets (agent tokens, password hashes) are sealed with a
+key kept outside the database and the bucket, and the backup is signed beside
+it (`KEY.sig`, with the audit chain's head): see operations.sealing.
 
 Restore reads such a file back into an empty database in one transaction
 (a truncated or foreign file changes nothing), keeping every id and audit hash
@@ -19,6 +20,7 @@ Without any backup, `rebuild_from_bucket` registers a dataset from its root alon
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tempfile
@@ -32,16 +34,18 @@ from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from audit.services import record
+from audit.services import head, record
 from dmsupdate.state.keys import BACKUPS_PREFIX as BACKUP_PREFIX
 from dmsupdate.state.stores import StoreError, open_store
 from jobs.models import Job
 from jobs.services import JobFailed, progress
+from operations.sealing import SECRET_FIELDS, seal, signature
 from publications.models import Dataset
 
 FORMAT = "dmsupdate-registry"
 VERSION = 1
 BATCH = 1000
+SIGNATURE_SUFFIX = ".sig"
 
 # Dependency order: every row's foreign keys point at rows written before it.
 MODELS = (
@@ -73,8 +77,10 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _row(obj: models.Model, m2m: list[models.ManyToManyField]) -> dict:
+def _row(obj: models.Model, m2m: list[models.ManyToManyField], sealed: tuple[str, ...] = ()) -> dict:
     fields = {f.attname: _encode(f.value_from_object(obj)) for f in obj._meta.concrete_fields}
+    for name in sealed:
+        fields[name] = seal(fields[name])
     for rel in m2m:
         fields[rel.name] = sorted(o.pk for o in getattr(obj, rel.name).all())
     return fields
@@ -107,7 +113,8 @@ def write_backup(fileobj) -> dict[str, int]:
                     rows = rows.prefetch_related(*(f.name for f in m2m))
                 n = 0
                 for obj in rows.iterator(chunk_size=BATCH):
-                    out.write(json.dumps({"model": label, "fields": _row(obj, m2m)}, default=str) + "\n")
+                    row = _row(obj, m2m, SECRET_FIELDS.get(label, ()))
+                    out.write(json.dumps({"model": label, "fields": row}, default=str) + "\n")
                     n += 1
                 counts[label] = n
         out.write(json.dumps({"end": True, "counts": counts}) + "\n")
@@ -116,13 +123,24 @@ def write_backup(fileobj) -> dict[str, int]:
     return counts
 
 
+def _overlaps(root: str, other: str) -> bool:
+    a, b = root.rstrip("/") + "/", other.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
 def backup_roots() -> list[tuple[str, str | None]]:
-    """Where backups go: the configured root, else every dataset's root."""
+    """Where backups go: the configured backup root, refused when it lies in or over a dataset's root."""
     conf = settings.DMSUPDATE
-    if conf.get("BACKUP_ROOT"):
-        return [(conf["BACKUP_ROOT"], conf.get("BACKUP_ENDPOINT") or None)]
-    roots = {(d.s3root, d.s3endpoint or None) for d in Dataset.objects.all()}
-    return sorted(roots)
+    root = conf.get("BACKUP_ROOT") or ""
+    if not root:
+        raise BackupError("no backup root: set DMSUPDATE_BACKUP_ROOT")
+    for dataset in Dataset.objects.all():
+        if _overlaps(root, dataset.s3root):
+            raise BackupError(
+                f"the backup root {root} overlaps the root of dataset {dataset.name} ({dataset.s3root}), "
+                "which its agents and publishers can read; set DMSUPDATE_BACKUP_ROOT elsewhere"
+            )
+    return [(root, conf.get("BACKUP_ENDPOINT") or None)]
 
 
 def backup_key(now: datetime | None = None) -> str:
@@ -134,14 +152,15 @@ def backup_key(now: datetime | None = None) -> str:
 def backup_registry(actor: str = "system", job: Job | None = None) -> dict[str, Any]:
     """Write one backup to each backup root; audited. Returns the job result."""
     roots = backup_roots()
-    if not roots:
-        raise BackupError("nowhere to write a backup: no dataset exists and DMSUPDATE_BACKUP_ROOT is not set")
     key = backup_key()
     with tempfile.TemporaryDirectory(prefix="dmsupdate-backup-") as scratch:
         path = Path(scratch) / "registry.jsonl.gz"
         with path.open("wb") as f:
             counts = write_backup(f)
         size = path.stat().st_size
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        sig = signature(key, digest, head())
         written, failed = [], {}
         for n, (root, endpoint) in enumerate(roots):
             if job:
@@ -150,6 +169,7 @@ def backup_registry(actor: str = "system", job: Job | None = None) -> dict[str, 
                 store = open_store(root, endpoint)
                 with path.open("rb") as body:
                     store.put_new(key, body, size)
+                store.put_new(key + SIGNATURE_SUFFIX, io.BytesIO(sig), len(sig))
                 written.append(store.url(key))
             except StoreError as exc:
                 failed[root] = str(exc)

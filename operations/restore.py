@@ -9,6 +9,7 @@ Without any backup, `rebuild_from_bucket` registers a dataset from its root alon
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import shutil
@@ -22,35 +23,73 @@ from pathlib import Path
 from django.core.management.color import no_style
 from django.db import connection, models, transaction
 
-from audit.services import record
+from audit.services import Anchor, record
 from dmsupdate.state.keys import BACKUPS_PREFIX as BACKUP_PREFIX
 from dmsupdate.state.stores import ObjectNotFound, ObjectStore, StoreError, open_store
 from jobs.schedules import ensure_schedules as ensure_job_schedules
-from operations.backup import BATCH, FORMAT, MODELS, VERSION, BackupError, model_of
+from operations.backup import BATCH, FORMAT, MODELS, SIGNATURE_SUFFIX, VERSION, BackupError, model_of
 from operations.schedules import ensure_schedules as ensure_backup_schedule
+from operations.sealing import SECRET_FIELDS, SealError, anchor_of, check_signature, unseal
 from publications.models import Dataset
 from publications.schedules import ensure_schedules
 from publications.sync import sync_dataset
 
 
-def locate_backup(root: str, endpoint: str | None = None, key: str | None = None) -> tuple[ObjectStore, str]:
-    """The store and key of the backup to restore: `key`, or the newest under `backups/`."""
+def _signature(store: ObjectStore, key: str) -> dict:
+    """The checked signature of the backup `key` (BackupError when it is missing or not ours)."""
+    try:
+        with store.open(key + SIGNATURE_SUFFIX) as f:
+            raw = f.read(1 << 16)
+    except ObjectNotFound as exc:
+        raise BackupError(
+            f"{store.url(key)} has no signature ({key}{SIGNATURE_SUFFIX}); not restored"
+        ) from exc
+    except StoreError as exc:
+        raise BackupError(f"cannot read the signature of {store.url(key)}: {exc}") from exc
+    try:
+        return check_signature(raw, key)
+    except SealError as exc:
+        raise BackupError(f"{exc}; not restored") from exc
+
+
+def locate_backup(
+    root: str, endpoint: str | None = None, key: str | None = None
+) -> tuple[ObjectStore, str, dict]:
+    """The store, key and checked signature of the backup to restore: `key`, or the newest one signed by us.
+
+    Unsigned or foreign files (a `registry-2099-…` planted in the root) are passed over.
+    """
     store = open_store(root, endpoint)
     if key:
         try:
             store.head(key)
         except ObjectNotFound as exc:
             raise BackupError(f"no backup {key!r} under {root}") from exc
-        return store, key
-    newest = None
-    for info in store.list(BACKUP_PREFIX):
-        if info.key.endswith(".jsonl.gz"):
-            newest = info.key
-    if newest is None:
-        raise BackupError(
-            f"no backup under {store.url(BACKUP_PREFIX)}; use --rebuild-from-bucket to register the bucket's objects"
-        )
-    return store, newest
+        return store, key, _signature(store, key)
+    try:
+        keys = sorted(info.key for info in store.list(BACKUP_PREFIX) if info.key.endswith(".jsonl.gz"))
+    except StoreError:
+        keys = []  # a backup root never written to: no backup, said below
+    refused = []
+    for candidate in reversed(keys):
+        try:
+            return store, candidate, _signature(store, candidate)
+        except BackupError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise BackupError("no backup signed by this deployment: " + "; ".join(refused[:5]))
+    raise BackupError(
+        f"no backup under {store.url(BACKUP_PREFIX)}; use --rebuild-from-bucket to register the bucket's objects"
+    )
+
+
+def newest_anchor(root: str, endpoint: str | None = None) -> Anchor | None:
+    """The audit chain's head recorded with the newest signed backup (verify_audit checks the log against it)."""
+    try:
+        _, _, sig = locate_backup(root, endpoint)
+    except (BackupError, StoreError):
+        return None
+    return anchor_of(sig)
 
 
 def split_backup_url(url: str) -> tuple[str, str]:
@@ -69,6 +108,7 @@ def occupied_tables() -> list[str]:
 def _decode(model: type[models.Model], fields: dict) -> tuple[dict, dict]:
     """JSON fields back to model attributes, and the many-to-many ids to set afterwards."""
     values, m2m = {}, {}
+    sealed = SECRET_FIELDS.get(model._meta.label_lower, ())
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     m2m_names = {f.name for f in model._meta.many_to_many}
     for name, value in fields.items():
@@ -78,7 +118,12 @@ def _decode(model: type[models.Model], fields: dict) -> tuple[dict, dict]:
         f = by_attname.get(name)
         if f is None:
             raise BackupError(f"{model._meta.label}: unknown field {name!r} (backup from another version?)")
-        if value is not None and isinstance(f, models.DateTimeField):
+        if name in sealed:
+            try:
+                value = unseal(value)
+            except SealError as exc:
+                raise BackupError(f"{model._meta.label}: {exc}") from exc
+        elif value is not None and isinstance(f, models.DateTimeField):
             value = datetime.fromisoformat(value)
         elif value is not None and isinstance(f, models.DateField):
             value = date.fromisoformat(value)
@@ -208,7 +253,7 @@ def restore_registry(
         raise BackupError(
             f"the database is not empty ({', '.join(busy)} hold rows); restore needs an empty one"
         )
-    store, key = locate_backup(root, endpoint, key)
+    store, key, sig = locate_backup(root, endpoint, key)
     scratch = tempfile.mkdtemp(prefix="dmsupdate-restore-")
     try:
         # A local copy first: a network failure half-way must not leave a half-read transaction open.
@@ -218,6 +263,10 @@ def restore_registry(
                 shutil.copyfileobj(body, f, 1 << 20)
         except StoreError as exc:
             raise BackupError(f"cannot read {store.url(key)}: {exc}") from exc
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != sig["sha256"]:
+            raise BackupError(f"{store.url(key)} is not the file its signature covers; not restored")
         with path.open("rb") as f:
             counts = load_backup(f)
     finally:

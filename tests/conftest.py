@@ -16,6 +16,34 @@ import pytest
 pytest_plugins = ["tests.api.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flush_past_the_audit_trigger() -> None:
+    """Test databases are emptied between transactional tests by TRUNCATE, which the audit log refuses.
+
+    Only the tests' flush lifts the trigger, within its own transaction.
+    """
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+        if "audit_auditevent" not in tables or not statements:
+            return statements
+        trigger = "TRIGGER audit_event_no_truncate"
+        return [
+            f"ALTER TABLE audit_auditevent DISABLE {trigger}",
+            *statements,
+            f"ALTER TABLE audit_auditevent ENABLE {trigger}",
+        ]
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+_flush_past_the_audit_trigger()
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

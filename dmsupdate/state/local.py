@@ -51,6 +51,8 @@ class LocalStore:
 
     def _folder(self, key: str, folders: builtins.list[str], create: bool = False) -> int:
         """A descriptor of the folder `folders` below the root, refusing links on the way (the caller closes it)."""
+        if create:
+            self.base.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 from datetime import timedelta
@@ -22,6 +23,7 @@ from dmsupdate.state.stores import open_store
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from operations import backup, restore
+from operations.sealing import signature
 from publications.models import Dataset, ObjectState, PublicationEvent, StateObject
 from servers.models import Server, StatusReport, UpdateRun
 
@@ -29,9 +31,11 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def registry(any_root):
-    """A registry with a row in every table a backup covers, and an audit chain."""
+def registry(any_root, settings):
+    """A registry with a row in every table a backup covers, and an audit chain; backups go to their own root."""
     root, endpoint = any_root
+    backup_root = root + "-backups"
+    settings.DMSUPDATE = {**settings.DMSUPDATE, "BACKUP_ROOT": backup_root, "BACKUP_ENDPOINT": endpoint or ""}
     users = get_user_model().objects
     admin = users.create_superuser("ada", password="pw-for-ada")
     publisher = users.create_user("pat", password=None)
@@ -79,7 +83,7 @@ def registry(any_root):
     )
     for i in range(5):
         record("ada", "test.event", f"target-{i}", {"n": i, "when": now, "nested": {"k": [i, "é"]}})
-    return {"dataset": dataset, "root": root, "endpoint": endpoint, "token": token}
+    return {"dataset": dataset, "root": backup_root, "endpoint": endpoint, "token": token}
 
 
 def snapshot() -> dict[str, list[dict]]:
@@ -137,12 +141,14 @@ def test_restore_refuses_a_database_that_is_not_empty(registry):
 
 
 def test_a_truncated_backup_restores_nothing(registry):
-    store = registry["dataset"].open_store()
+    store = open_store(registry["root"], registry["endpoint"])
     buf = io.BytesIO()
     backup.write_backup(buf)
     lines = gzip.decompress(buf.getvalue()).decode().splitlines()
     cut = gzip.compress(("\n".join(lines[:-3]) + "\n").encode())
     store.put_new("backups/registry-cut.jsonl.gz", io.BytesIO(cut), len(cut))
+    sig = signature("backups/registry-cut.jsonl.gz", hashlib.sha256(cut).hexdigest(), None)
+    store.put_new("backups/registry-cut.jsonl.gz.sig", io.BytesIO(sig), len(sig))
     empty_database()
 
     with pytest.raises(backup.BackupError, match="truncated"):
@@ -164,16 +170,16 @@ def test_backup_lines_are_json_with_a_header_and_counts(registry):
     assert sorted(token["fields"]["datasets"]) == sorted(d.pk for d in Dataset.objects.all())
 
 
-def test_backup_command_writes_to_every_dataset_root_and_restore_command_reads_the_url(registry, tmp_path):
+def test_backup_command_writes_to_the_backup_root_and_restore_command_reads_the_url(registry, tmp_path):
     out = io.StringIO()
     call_command("backup_registry", stdout=out)
     written = [
         line.split(" ", 1)[1].strip() for line in out.getvalue().splitlines() if line.startswith("written:")
     ]
-    assert len(written) == 2  # flood and rivers have different roots
+    assert len(written) == 1 and written[0].startswith(registry["root"])
     job = Job.objects.get(kind=JobKind.BACKUP)
     assert job.status == JobStatus.SUCCEEDED
-    url = next(u for u in written if "-rivers" not in u)
+    url = written[0]
 
     empty_database()
     out = io.StringIO()
@@ -202,8 +208,9 @@ def test_restore_command_without_a_backup_says_how_to_rebuild(registry):
         )
 
 
-def test_restore_command_needs_a_root():
-    with pytest.raises(CommandError, match="give --root"):
+def test_restore_command_reads_the_configured_backup_root_by_default(settings, tmp_path):
+    settings.DMSUPDATE = {**settings.DMSUPDATE, "BACKUP_ROOT": f"file://{tmp_path}/backups"}
+    with pytest.raises(CommandError, match=f"no backup under file://{tmp_path}/backups"):
         call_command("restore_registry")
 
 
