@@ -179,7 +179,9 @@ class PublicationEvent(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="publications")
     # SET NULL is done by the database (migration 0007): Django would gather every deleted object's id
     # into one statement, past PostgreSQL's 65,535 parameters for a dataset of 100,000 objects.
-    object = models.ForeignKey(StateObject, on_delete=models.DO_NOTHING, null=True, related_name="publications")
+    object = models.ForeignKey(
+        StateObject, on_delete=models.DO_NOTHING, null=True, related_name="publications"
+    )
     key = models.CharField(max_length=1024)
     source = models.CharField("source label", max_length=64)
     op = models.CharField(max_length=16)

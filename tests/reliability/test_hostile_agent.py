@@ -21,9 +21,8 @@ import pytest
 from dmsupdate.agent import images
 from dmsupdate.agent.runner import Runner
 from tests.agent.conftest import agent_env, quad, store_quads, ttl
-from tests.agent.conftest import file_state, make_config  # noqa: F401 - fixtures shared with tests/agent
 from tests.agent.test_replay_sparql import endpoint_config, server_quads
-from tests.reliability.test_hostile_publications import LAUGHS, LATE_DOCTYPE
+from tests.reliability.test_hostile_publications import LATE_DOCTYPE, LAUGHS
 
 G = "http://example.org/graph/g"
 
@@ -148,7 +147,9 @@ def test_a_truncated_image_leaves_nothing_beside_the_database(file_state, make_c
     status = Runner(config).rebuild()
     assert status["failedKey"] == key
     assert siblings(config) == ["DS-DB"]  # the old database, and nothing else
-    assert store_quads(config.db_dir) == {f"<http://example.org/s> <http://example.org/p> <http://example.org/o> <{G}>"}
+    assert store_quads(config.db_dir) == {
+        f"<http://example.org/s> <http://example.org/p> <http://example.org/o> <{G}>"
+    }
 
 
 # SPARQL updates and RDF/XML ------------------------------------------------

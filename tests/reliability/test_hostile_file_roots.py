@@ -12,7 +12,6 @@ from dmsupdate.state.keys import format_key
 from dmsupdate.state.stores import ObjectNotFound, StoreError, open_store
 from publications.models import Dataset
 from tests.agent.conftest import at, quad, store_quads, ttl
-from tests.agent.conftest import file_state, make_config  # noqa: F401 - fixtures shared with tests/agent
 
 G = "http://example.org/graph/g"
 SECRET = "<http://example.org/secret> <http://example.org/p> <http://example.org/o> .\n"
