@@ -12,8 +12,7 @@ import pytest
 
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.images import LEDGER_GRAPH
-from tests.agent.conftest import StateRoot
-from tests.agent.conftest import file_state, make_config  # noqa: F401 - the agent's fixtures, for the hostile-input tests
+from tests.agent.conftest import StateRoot, file_state, make_config  # noqa: F401 - the agent's fixtures, for the hostile-input tests
 from tests.conftest import free_port, wait_for_port
 from tests.reliability.faultproxy import FaultProxy
 

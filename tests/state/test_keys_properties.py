@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from dmsupdate.state.keys import (
     FORMATS_BY_OP,
     GRAPH_OPS,
+    LATEST_NANOS,
     NANOS,
     EffectiveTime,
-    LATEST_NANOS,
     InvalidKey,
     format_key,
     parse_key,
