@@ -212,6 +212,8 @@ def _content(upload: Upload, fmt: str) -> IO[bytes]:
 
 def _gzip_refusal(exc: Exception) -> Invalid | TooLarge:
     if isinstance(exc, DecompressedTooLarge):
+        if exc.what == "the gzip content":
+            return TooLarge("too_large", f"the gzip content expands beyond {exc.limit} bytes; refused")
         return TooLarge("too_large", f"{exc.what} is larger than {exc.limit} bytes; refused")
     return Invalid("invalid_gzip", f"the gzip data is damaged: {exc}")
 
