@@ -1,7 +1,12 @@
-"""Run the benchmarks: `python -m bench [NAME ...]` (names without the `bench_` prefix; default all).
+"""Run the benchmarks: `python -m bench [--scale] [NAME ...]` (names without the `bench_` prefix; default all).
 
-Each module `bench/bench_*.py` has a `main()` that prints its figures and the
-ratio to the raw tool measured in the same run.
+Each module `bench/bench_*.py` has `main(argv) -> Outcome` (bench/report.py).
+The run ends with one summary table of every target (figure, spread, goal,
+met or not), keeps each benchmark's outcome in var/bench/results/ and writes
+docs/benchmarks.md from the kept outcomes (`python -m bench --docs` rewrites
+the document alone). Benchmarks whose module sets `SCALE = True` (the fleet at
+10x: a data set that takes long to build the first time) run only with
+`--scale` (`make bench SCALE=1`) or when named.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import importlib
 import pkgutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -21,24 +27,45 @@ def discover() -> list[str]:
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import docs, report
+
+    if argv == ["--docs"]:
+        print(f"wrote {docs.write()}")
+        return 0
+    scale = "--scale" in argv
+    argv = [a for a in argv if a != "--scale"]
     names = discover()
     wanted = [a if a.startswith("bench_") else f"bench_{a}" for a in argv]
     unknown = [w for w in wanted if w not in names]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    failed = 0
+    records, failed = [], []
     for name in wanted or names:
-        print(f"== {name}", flush=True)
-        started = time.perf_counter()
         module = importlib.import_module(f"bench.{name}")
+        if not wanted and getattr(module, "SCALE", False) and not scale:
+            continue
+        print(f"== {name}  (load average {report.load_average():.1f})", flush=True)
+        started, load_start, clock = time.time(), report.load_average(), time.perf_counter()
         try:
-            module.main()
+            outcome = module.main([])
         except Exception as exc:  # one broken benchmark must not hide the others' figures
-            failed += 1
+            failed.append(name)
+            traceback.print_exc()
             print(f"!! {name} failed: {type(exc).__name__}: {exc}", flush=True)
-        print(f"== {name} done in {time.perf_counter() - started:.1f} s\n", flush=True)
-    return 1 if failed else 0
+            continue
+        seconds = time.perf_counter() - clock
+        records.append(
+            report.save(name, outcome, f"python -m bench {name[6:]}", started, load_start, seconds)
+        )
+        print(f"== {name} done in {seconds:.0f} s\n", flush=True)
+    print("Summary (medians; spread is the lowest and highest run):")
+    report.print_table(report.SUMMARY_HEADER, report.summary_rows(records))
+    for name in failed:
+        print(f"FAILED: {name} (no figures)")
+    print(f"\nwrote {docs.write()} from {report.RESULTS}")
+    missed = [t.name for r in records for t in report.targets_of(r) if t.met is False]
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

@@ -1,26 +1,28 @@
-"""Publication API throughput with 8 concurrent clients vs raw boto3 `put_object` of the same bytes.
+"""Publication API throughput, 8 concurrent clients, against the floor of the same job done raw.
 
 The API runs as production is told to run it (README, "Deployment"): gunicorn
 with the repository's `gunicorn.conf.py`, production settings, PostgreSQL.
-8 client threads each POST small Turtle files (`op=add`, one graph each) to
-`/api/v1/publications/` with a publisher token. Every publication is validated
-(layout, size, Turtle parsed), written with an exclusive put, registered,
-audited and answered with its key. The raw tool: 8 threads of boto3
-`put_object` of the same bytes to the same moto server (its own process), no
-checks at all.
+8 client threads each POST small Turtle files (`op=add`, one graph each, ~1.5 kB)
+to `/api/v1/publications/` with a publisher token. Every publication is validated
+(layout, size, Turtle parsed), registered, written with an exclusive put,
+marked published, audited and answered with its key.
 
-Roots: a bucket on the moto server, and a `file://` directory (for which the
-figure is also given against 8 threads writing the same files directly).
-Before the clock starts, every client has its connection open and the web
-workers have served publications to each kind of root (the raw threads get
-their boto3 clients made beforehand too).
+The raw side of each root does the least any registry must do for the same job:
+- **S3 root** (moto server, its own process, over HTTP): 8 threads of boto3
+  `put_object` of the same bytes to the same server, nothing else.
+- **`file://` root**: 8 threads, each per object writing the same file the way the
+  store does (temporary file, write, fsync, exclusive link, unlink) and committing
+  one PostgreSQL `INSERT` of its key and size on its own connection (autocommit:
+  one WAL flush per object, as any durable registry needs).
 
-Beside the rates, the CPU time each process group spent per publication is
-printed (web workers, their PostgreSQL backends, moto, the client threads),
-read from /proc: on a shared machine it moves much less than wall time.
+Both sides are warm (connections open, clients made, the web workers have served
+publications to each kind of root, the raw sides have written a batch) and the
+order of the sides is reversed every run. The ratio is taken per run (the API's
+rate over its raw side's rate in the same run). Beside the rates, the CPU time
+each process group spent per publication (web workers, their PostgreSQL backends,
+moto, the client threads) is read from /proc: it moves much less than wall time.
 
     python -m bench.bench_publish [--per-client N] [--runs R]
-    BENCH_QUICK=1 python -m bench publish
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 import requests
 
 from bench.harness import ROOT, bench_database, free_port
+from bench.report import Outcome, judged, run_standalone
 
 CLIENTS = 8
 TARGET = 0.5
@@ -137,11 +140,11 @@ class CpuMeter:
         }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> Outcome:
     quick = os.environ.get("BENCH_QUICK") == "1"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-client", type=int, default=5 if quick else 25)
-    parser.add_argument("--runs", type=int, default=1 if quick else 3)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv or [])
     total = CLIENTS * args.per_client
     scratch = Path(tempfile.mkdtemp(prefix="bench-publish-"))
@@ -158,19 +161,36 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def measure(args: argparse.Namespace, total: int, scratch: Path, procs: list[subprocess.Popen]) -> int:
+def write_file(folder: Path, name: str, body: bytes) -> None:
+    """The store's durable exclusive write (dmsupdate/state/local.py), done with the bare system calls."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, folder / name)
+    finally:
+        os.unlink(tmp)
+
+
+def measure(args: argparse.Namespace, total: int, scratch: Path, procs: list[subprocess.Popen]) -> Outcome:
     import boto3
+    import psycopg
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.db import connection
 
     from accounts.models import ApiToken
     from publications.models import Dataset, PublicationEvent
 
     db = settings.DATABASES["default"]
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": url,
         "DMSUPDATE_DEBUG": "0",
         "DMSUPDATE_SECRET_KEY": "bench-only-secret",
         "DMSUPDATE_ALLOWED_HOSTS": "127.0.0.1",
@@ -203,119 +223,158 @@ def measure(args: argparse.Namespace, total: int, scratch: Path, procs: list[sub
     _, key = ApiToken.issue(user, "publisher", name="bench")
     headers = {"Authorization": f"Token {key}"}
     bodies = [turtle(n) for n in range(total)]
-    kinds = ("raw", "s3", "file", "files")
+    with connection.cursor() as cur:
+        cur.execute("CREATE TABLE bench_floor (key text PRIMARY KEY, size bigint NOT NULL)")
+    kinds = ("put_object", "api_s3", "floor", "api_file")
     figures: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    local = threading.local()
+    floor_connections: list = []
 
-    for run in range(args.runs):
+    def warm(_: int) -> None:
+        local.s3 = boto3.session.Session().client("s3", endpoint_url=moto)
+        local.http = requests.Session()
+        local.http.get(web + "/healthz", timeout=30)
+        local.db = psycopg.connect(url, autocommit=True)
+        floor_connections.append(local.db)
+        time.sleep(0.2)  # every pool thread gets one
+
+    def publisher(dataset: str):
+        def publish(n: int) -> None:
+            answer = local.http.post(
+                web + "/api/v1/publications/",
+                headers=headers,
+                data={
+                    "dataset": dataset,
+                    "op": "add",
+                    "label": "readings",
+                    "graph": f"http://example.org/graph/{n}",
+                },
+                files={"file": (f"{n}.ttl", bodies[n % len(bodies)], "text/turtle")},
+                timeout=60,
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"HTTP {answer.status_code}: {answer.text[:300]}")
+
+        return publish
+
+    def put_object(bucket: str):
+        return lambda n: local.s3.put_object(Bucket=bucket, Key=f"dms/raw/{n}.ttl", Body=bodies[n])
+
+    def floor(folder: Path):
+        def write_and_insert(n: int) -> None:
+            write_file(folder, f"{n}.ttl", bodies[n])
+            local.db.execute(
+                "INSERT INTO bench_floor (key, size) VALUES (%s, %s)", (f"{folder.name}/{n}", len(bodies[n]))
+            )
+
+        return write_and_insert
+
+    def phase(kind: str, pool: ThreadPoolExecutor, work) -> None:
+        before = meter.read()
+        figures[kind].append(timed_threads(pool, list(range(total)), work))
+        after = meter.read()
+        cpu[kind].append({group: after[group] - before[group] for group in after})
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(warm, range(CLIENTS)))
         bucket = f"publish-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
-        raw_bucket = f"raw-{uuid.uuid4().hex[:8]}"
-        s3.create_bucket(Bucket=raw_bucket)
-        folder = scratch / f"root-{run}"
-        folder.mkdir()
-        raw_folder = scratch / f"raw-{run}"
-        raw_folder.mkdir()
-        (scratch / f"warm-{run}").mkdir()
-        datasets = {
-            "s3": Dataset.objects.create(name=f"s3-{run}", s3root=f"s3://{bucket}/dms", s3endpoint=moto),
-            "file": Dataset.objects.create(name=f"file-{run}", s3root=f"file://{folder}"),
-            "warm-s3": Dataset.objects.create(
-                name=f"warm-s3-{run}", s3root=f"s3://{bucket}/warm", s3endpoint=moto
-            ),
-            "warm-file": Dataset.objects.create(
-                name=f"warm-file-{run}", s3root=f"file://{scratch}/warm-{run}"
-            ),
-        }
-        local = threading.local()
+        warm_file = scratch / "warm-file"
+        warm_file.mkdir()
+        warm_sets = [
+            Dataset.objects.create(name="warm-s3", s3root=f"s3://{bucket}/warm", s3endpoint=moto),
+            Dataset.objects.create(name="warm-file", s3root=f"file://{warm_file}"),
+        ]
+        for dataset in warm_sets:
+            list(pool.map(publisher(dataset.name), range(WARM_UP)))
+        (scratch / "warm-floor").mkdir()
+        list(pool.map(floor(scratch / "warm-floor"), range(WARM_UP)))
+        list(pool.map(put_object(bucket), range(WARM_UP)))
+        for run in range(args.runs):
+            raw_bucket = f"raw-{uuid.uuid4().hex[:8]}"
+            s3.create_bucket(Bucket=raw_bucket)
+            folder, raw_folder = scratch / f"root-{run}", scratch / f"floor-{run}"
+            folder.mkdir()
+            raw_folder.mkdir()
+            api_s3 = Dataset.objects.create(
+                name=f"s3-{run}", s3root=f"s3://{bucket}/dms{run}", s3endpoint=moto
+            )
+            api_file = Dataset.objects.create(name=f"file-{run}", s3root=f"file://{folder}")
+            order = [
+                ("put_object", put_object(raw_bucket)),
+                ("api_s3", publisher(api_s3.name)),
+                ("floor", floor(raw_folder)),
+                ("api_file", publisher(api_file.name)),
+            ]
+            for kind, work in order if run % 2 == 0 else reversed(order):
+                phase(kind, pool, work)
+            for dataset in (api_s3, api_file):
+                count = PublicationEvent.objects.filter(dataset=dataset).count()
+                assert count == total, (dataset.name, count)
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"dms{run}/updates/").get("KeyCount", 0)
+            assert listed == total, listed
+            assert len(list(raw_folder.iterdir())) == total
+    for conn in floor_connections:
+        conn.close()
 
-        def warm(_: int, local=local, raw_bucket=raw_bucket) -> None:
-            local.s3 = boto3.session.Session().client("s3", endpoint_url=moto)
-            local.s3.list_objects_v2(Bucket=raw_bucket, MaxKeys=1)
-            local.http = requests.Session()
-            local.http.get(web + "/healthz", timeout=30)
-            time.sleep(0.2)  # every pool thread gets one
-
-        def raw_put(n: int, local=local, raw_bucket=raw_bucket) -> None:
-            local.s3.put_object(Bucket=raw_bucket, Key=f"dms/raw/{n}.ttl", Body=bodies[n])
-
-        def raw_write(n: int, raw_folder=raw_folder) -> None:
-            (raw_folder / f"{n}.ttl").write_bytes(bodies[n])
-
-        def publisher(dataset: str, local=local):
-            def publish(n: int, local=local) -> None:
-                answer = local.http.post(
-                    web + "/api/v1/publications/",
-                    headers=headers,
-                    data={
-                        "dataset": dataset,
-                        "op": "add",
-                        "label": "readings",
-                        "graph": f"http://example.org/graph/{n}",
-                    },
-                    files={"file": (f"{n}.ttl", bodies[n % len(bodies)], "text/turtle")},
-                    timeout=60,
-                )
-                if answer.status_code != 201:
-                    raise RuntimeError(f"HTTP {answer.status_code}: {answer.text[:300]}")
-
-            return publish
-
-        def phase(kind: str, pool: ThreadPoolExecutor, work) -> None:
-            before = meter.read()
-            figures[kind].append(timed_threads(pool, list(range(total)), work))
-            after = meter.read()
-            cpu[kind].append({group: after[group] - before[group] for group in after})
-
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            list(pool.map(warm, range(CLIENTS)))
-            for name in ("warm-s3", "warm-file"):
-                list(pool.map(publisher(datasets[name].name), range(WARM_UP)))
-            phase("raw", pool, raw_put)
-            phase("s3", pool, publisher(datasets["s3"].name))
-            phase("file", pool, publisher(datasets["file"].name))
-            phase("files", pool, raw_write)
-        for name in ("s3", "file"):
-            count = PublicationEvent.objects.filter(dataset=datasets[name]).count()
-            assert count == total, (name, count)
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix="dms/updates/").get("KeyCount", 0)
-        assert listed == total, listed
-
-    def rate(kind: str) -> float:
-        return total / statistics.median(figures[kind])
+    def rates(kind: str) -> list[float]:
+        return [total / s for s in figures[kind]]
 
     def cpu_ms(kind: str, group: str) -> float:
         return statistics.median(run[group] for run in cpu[kind]) / total * 1000
 
-    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    print(
-        f"bench_publish: {total} small Turtle publications ({CLIENTS} clients x {args.per_client}),"
-        f" gunicorn.conf.py ({config['workers']} {config['worker_class']} workers x {config['threads']} threads),"
-        f" {args.runs} run(s),"
-        f" medians (target >= {TARGET}x raw boto3); load average {os.getloadavg()[0]:.1f}"
-    )
-    for kind in kinds:
-        print(f"  {kind:5} runs: {', '.join(f'{total / s:.0f}/s' for s in figures[kind])}")
-    raw = rate("raw")
-    print(f"  raw boto3 put_object to moto, 8 threads: {raw:7.1f} objects/s")
-    ok = True
-    for kind, label in (("s3", "API, moto S3 root"), ("file", "API, file:// root")):
-        ratio = rate(kind) / raw
-        ok &= ratio >= TARGET
-        verdict = "ok" if ratio >= TARGET else f"UNDER {TARGET}x"
-        print(f"  {label:<26} {rate(kind):7.1f} publications/s  ratio {ratio:.2f}x ({verdict})")
-    print(
-        f"  raw file writes, 8 threads: {rate('files'):.0f} files/s"
-        f" (API file:// root is {rate('file') / rate('files'):.3f}x of it)"
-    )
-    print("  CPU ms per object (medians): web workers, PostgreSQL backends, moto, client threads")
-    for kind in ("raw", "s3", "file"):
-        groups = ", ".join(
-            f"{group} {cpu_ms(kind, group):.1f}" for group in ("web", "postgres", "moto", "clients")
+    def rate_note(api: str, raw: str) -> str:
+        return (
+            f"API {statistics.median(rates(api)):.0f}/s against {statistics.median(rates(raw)):.0f}/s"
+            f" (CPU per object: web {cpu_ms(api, 'web'):.1f} ms, PostgreSQL {cpu_ms(api, 'postgres'):.1f} ms"
+            f" against the raw side's {cpu_ms(raw, 'clients') + cpu_ms(raw, 'postgres') + cpu_ms(raw, 'moto'):.1f} ms)"
         )
-        print(f"    {kind:5} {groups}")
-    return 0 if ok else 1
+
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    s3_ratios = [a / r for a, r in zip(rates("api_s3"), rates("put_object"), strict=True)]
+    file_ratios = [a / r for a, r in zip(rates("api_file"), rates("floor"), strict=True)]
+    targets = [
+        judged(
+            "publication API, S3 root (moto) vs boto3 put_object",
+            "x",
+            s3_ratios,
+            f">= {TARGET}x",
+            at_least=TARGET,
+            note=rate_note("api_s3", "put_object"),
+        ),
+        judged(
+            "publication API, file:// root vs file write + INSERT committed",
+            "x",
+            file_ratios,
+            f">= {TARGET}x",
+            at_least=TARGET,
+            note=rate_note("api_file", "floor"),
+        ),
+    ]
+    labels = {
+        "put_object": "boto3 put_object (moto)",
+        "api_s3": "API, S3 root (moto)",
+        "floor": "file write + INSERT committed",
+        "api_file": "API, file:// root",
+    }
+    details = [
+        f"{total} publications per side and run ({CLIENTS} clients x {args.per_client}); gunicorn.conf.py: "
+        f"{config['workers']} {config['worker_class']} workers x {config['threads']} threads.",
+        "",
+        "| side | rate per run | CPU ms per object: web workers | PostgreSQL backends | moto | client threads |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        details.append(
+            f"| {labels[kind]} | {', '.join(f'{r:.0f}/s' for r in rates(kind))} | "
+            + " | ".join(f"{cpu_ms(kind, g):.1f}" for g in ("web", "postgres", "moto", "clients"))
+            + " |"
+        )
+    for line in details:
+        print(line)
+    return Outcome(targets, details, args.runs)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(run_standalone("bench_publish", main, sys.argv[1:]))

@@ -1,21 +1,33 @@
-"""Registry `sync_state` of a large bucket vs a bare paginated listing of the same bucket, and its memory.
+"""Registry `sync_state` of a large root against a plain listing of the same root, and its memory.
 
-Two roots, listed through the same interfaces the product uses:
-- a `file://` root of 1,000,000 keys (and 250,000, to show that peak memory
-  does not grow with the bucket): the bare listing is `store.list("")`;
-- a moto S3 server of 10,000 keys, listed over HTTP (moto sorts the whole
-  bucket for every ListObjectsV2 page, so a million keys would take hours): the
-  bare listing is boto3's `list_objects_v2` paginator, 1,000 keys a page.
-  The server runs in its own process; its bucket is filled through moto's
-  backend before it starts serving (population speed only).
+Two roots of keys in the layout (ten per time folder, a mix of
+`add`/`replace`/`update`/`drop`, one in 10,000 invalid):
+- a `file://` directory of 1,000,000 keys (built once under `var/bench/`): the raw side is a plain
+  recursive `os.scandir` walk, each folder's entries sorted in key order, with a
+  `stat` of every file: what any tool must do to list the keys with their sizes;
+- an S3 bucket of 100,000 keys on a moto server (its own process, over HTTP): the
+  raw side is boto3's `list_objects_v2` paginator, 1,000 keys a page. moto sorts the whole
+  bucket again for every page, so the bench's server keeps the bucket's key names
+  sorted and answers each page by bisection (the same XML, the same HTTP); both
+  sides list through that server. Its bucket is filled through moto's backend
+  before it serves (population, not measured). Each page costs the same whatever
+  the bucket's size, so the ratio does not depend on it; a million keys take
+  `--s3-keys 1000000` and about ten minutes per listing here (moto renders and
+  botocore parses each 1,000-key page in about 0.3 s each on these cores).
 
-Each sync runs in a fresh subprocess (its peak RSS is that of the sync alone):
-`initial` registers every key into an empty registry; `full` is the daily
-full reconcile of the same keys, all known; `incremental` lists 1,000 new keys
-past the cursor (what the five-minute schedule does).
+The product side is `sync_dataset()` (what the `sync_state` job and command run)
+with production settings (`DEBUG` off): *initial* registers every key into an
+empty registry, *full* is the daily full reconcile of the same keys, all known;
+*incremental* lists 1,000 keys added past the cursor (the five-minute schedule).
+Every listing and sync runs in a fresh subprocess, timed from the call to its
+return (imports and Django setup are outside the clock on both sides); its peak
+memory is that process's own `VmHWM`. Both sides are warm: one untimed raw listing
+first (the inode cache, moto's sorted index), then each run alternates whether the
+raw listing comes before or after the syncs. The memory target compares the
+initial sync's peak at 1,000,000 keys with its peak at a quarter of the keys.
 
-    python -m bench.bench_sync_state [--keys N] [--s3-keys N] [--file-runs R] [--runs R] [--only file|s3]
-    BENCH_QUICK=1 python -m bench sync_state      # 50,000 / 12,500 / 2,000 keys, one run
+    python -m bench.bench_sync_state [--keys N] [--small-keys N] [--s3-keys N] [--runs R] [--only file|s3]
+    BENCH_QUICK=1 python -m bench sync_state      # 50,000 / 12,500 / 10,000 keys
 """
 
 from __future__ import annotations
@@ -23,16 +35,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.harness import ROOT, Clock, bench_database, free_port
+from bench.harness import ROOT, Clock, bench_database, free_port, index_listing
+from bench.report import Outcome, judged, run_standalone, vmhwm_mb
 
 TARGET_RATIO = 1.5
+MEMORY_GROWTH = 1.25
 KEYS_PER_FOLDER = 10
 DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT / "var" / "bench"))
 OPS = [("add", "ttl"), ("add", "nt"), ("replace", "ttl"), ("update", "ru.gz"), ("drop", None)]
@@ -107,7 +119,7 @@ def in_child(*args: str) -> dict:
 
 
 def child(argv: list[str]) -> None:
-    """In a fresh process: one sync (or one bare listing); print seconds, peak RSS and counts as JSON."""
+    """In a fresh process: one sync (or one raw listing); print seconds, VmHWM and counts as JSON."""
     import django
 
     django.setup()
@@ -119,9 +131,11 @@ def child(argv: list[str]) -> None:
 
     what, dataset_id = argv[0], int(argv[1])
     dataset = Dataset.objects.get(pk=dataset_id)
+    import boto3  # noqa: F401 - imported before the clock on both sides
+
     with Clock() as clock:
         if what == "list":
-            listed, calls = bare_listing(dataset)
+            listed, calls = raw_listing(dataset.s3root, dataset.s3endpoint)
             figures = {"listed": listed, "list_calls": calls}
         else:
             result = sync_dataset(dataset, full=what == "full")
@@ -132,17 +146,16 @@ def child(argv: list[str]) -> None:
                 "missing": result.missing,
                 "list_calls": result.list_calls,
             }
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": clock.seconds, "peak_mb": peak_kb / 1024, **figures}))
+    print(json.dumps({"seconds": clock.seconds, "peak_mb": vmhwm_mb(), **figures}))
 
 
-def bare_listing(dataset) -> tuple[int, int]:
-    """The raw tool: boto3's paginator for S3, the store's own walk for a directory."""
-    if dataset.s3root.startswith("s3://"):
+def raw_listing(s3root: str, endpoint: str) -> tuple[int, int]:
+    """The raw tool: boto3's paginator for S3; for a directory, a sorted os.scandir walk with stat."""
+    if s3root.startswith("s3://"):
         import boto3
 
-        bucket, _, prefix = dataset.s3root[5:].partition("/")
-        client = boto3.client("s3", endpoint_url=dataset.s3endpoint)
+        bucket, _, prefix = s3root[5:].partition("/")
+        client = boto3.client("s3", endpoint_url=endpoint)
         listed = calls = 0
         for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=f"{prefix}/", PaginationConfig={"PageSize": 1000}
@@ -150,8 +163,20 @@ def bare_listing(dataset) -> tuple[int, int]:
             calls += 1
             listed += len(page.get("Contents", []))
         return listed, calls
-    store = dataset.open_store()
-    return sum(1 for _ in store.list("")), store.stats.list_calls
+    return scandir_walk(s3root.removeprefix("file://")), 0
+
+
+def scandir_walk(folder: str) -> int:
+    """Files under `folder` in key order (a folder sorts as its name + "/"), each stat'ed."""
+    listed = 0
+    entries = sorted(os.scandir(folder), key=lambda e: e.name + "/" if e.is_dir() else e.name)
+    for entry in entries:
+        if entry.is_dir():
+            listed += scandir_walk(entry.path)
+        else:
+            entry.stat()
+            listed += 1
+    return listed
 
 
 def serve_moto(argv: list[str]) -> None:
@@ -160,8 +185,12 @@ def serve_moto(argv: list[str]) -> None:
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per page would drown the figures
     port, bucket, n = int(argv[0]), argv[1], int(argv[2])
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    index_listing(type(backend))
     backend.create_bucket(bucket, "us-east-1")
     body = b"<http://example.org/s> <http://example.org/p> 1 .\n"
     for key in state_keys(n):
@@ -194,70 +223,48 @@ def clear_registry() -> None:
         cur.execute("TRUNCATE publications_stateobject, publications_dataset CASCADE")
 
 
-def measure(label: str, s3root: str, endpoint: str, n: int, runs: int, add_late) -> dict:
-    """Bare listing, initial, full and incremental syncs of one root, `runs` times each."""
+def measure(s3root: str, endpoint: str, runs: int, add_late, syncs: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Raw listing and syncs of one root, `runs` times, the raw listing first in even runs and last in odd ones."""
     from publications.models import Dataset
 
     figures: dict[str, list[dict]] = {"list": [], "initial": [], "full": [], "incremental": []}
-    for _ in range(runs):
+    clear_registry()
+    dataset = Dataset.objects.create(name="bench", s3root=s3root, s3endpoint=endpoint)
+    in_child("list", str(dataset.pk))  # warm: the inode cache, moto's index (untimed)
+    for run in range(runs):
         clear_registry()
         dataset = Dataset.objects.create(name="bench", s3root=s3root, s3endpoint=endpoint)
-        figures["list"].append(in_child("list", str(dataset.pk)))
-        figures["initial"].append(in_child("initial", str(dataset.pk)))
-        figures["full"].append(in_child("full", str(dataset.pk)))
-        undo = add_late(n)
-        try:
-            figures["incremental"].append(in_child("incremental", str(dataset.pk)))
-        finally:
-            undo()
-    for kind in ("initial", "full"):
-        for fig in figures[kind]:
-            assert fig["listed"] == n, (label, kind, fig)
+        if run % 2 == 0:
+            figures["list"].append(in_child("list", str(dataset.pk)))
+        for kind in syncs:
+            if kind == "incremental":
+                undo = add_late()
+                try:
+                    figures[kind].append(in_child(kind, str(dataset.pk)))
+                finally:
+                    undo()
+            else:
+                figures[kind].append(in_child(kind, str(dataset.pk)))
+        if run % 2 == 1:
+            figures["list"].append(in_child("list", str(dataset.pk)))
+    return figures
+
+
+def file_root_figures(n: int, runs: int, syncs: tuple[str, ...]) -> dict[str, list[dict]]:
+    state = file_root(n)
+
+    def add_late():
+        written = add_file_keys(state, n, 1000)
+        return lambda: [path.unlink() for path in written]
+
+    figures = measure(f"file://{state}", "", runs, add_late, syncs)
+    for kind in ("list", "initial", "full"):
+        assert all(f["listed"] == n for f in figures[kind]), (kind, figures[kind])
     assert all(f["listed"] == 1000 for f in figures["incremental"]), figures["incremental"]
     return figures
 
 
-def report(label: str, n: int, figures: dict) -> list[tuple[str, float]]:
-    def med(kind: str, field: str = "seconds") -> float:
-        return statistics.median(f[field] for f in figures[kind])
-
-    base = med("list")
-    print(f"  {label}, {n} keys, {len(figures['list'])} run(s), medians:")
-    print(f"    bare listing        {base:8.2f} s  ({med('list', 'list_calls'):.0f} list calls)")
-    ratios = []
-    for kind in ("initial", "full"):
-        ratio = med(kind) / base
-        ratios.append((f"{label} {kind}", ratio))
-        verdict = "ok" if ratio <= TARGET_RATIO else f"OVER {TARGET_RATIO}x"
-        print(
-            f"    sync {kind:<14} {med(kind):8.2f} s  ratio {ratio:5.2f}x ({verdict}),"
-            f" peak RSS {med(kind, 'peak_mb'):.0f} MB, {med(kind, 'list_calls'):.0f} list calls"
-        )
-    inc = figures["incremental"]
-    print(
-        f"    sync incremental    {med('incremental'):8.2f} s  for 1,000 new keys past the cursor,"
-        f" {max(f['list_calls'] for f in inc)} list call(s)"
-    )
-    return ratios
-
-
-def run_file(n: int, runs: int) -> tuple[dict, list]:
-    state = file_root(n)
-
-    def add_late(n: int):
-        written = add_file_keys(state, n, 1000)
-
-        def undo() -> None:
-            for path in written:
-                path.unlink()
-
-        return undo
-
-    figures = measure(f"file:// {n}", f"file://{state}", "", n, runs, add_late)
-    return figures, report("file://", n, figures)
-
-
-def run_s3(n: int, runs: int) -> tuple[dict, list]:
+def s3_figures(n: int, runs: int) -> dict[str, list[dict]]:
     port = free_port()
     bucket = "bench-sync"
     print(f"  starting a moto server holding {n} keys", flush=True)
@@ -271,31 +278,23 @@ def run_s3(n: int, runs: int) -> tuple[dict, list]:
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
-        url = f"http://127.0.0.1:{port}"
         added = [n]
 
-        def add_late(n: int):
+        def add_late():
             proc.stdin.write(f"add {added[0]} 1000\n")
             proc.stdin.flush()
             assert proc.stdout.readline().strip() == "added"
             added[0] += 1000
-            # The late keys stay: the next run lists them too, so every run lists n + what was added.
-            return lambda: None
+            return lambda: None  # the late keys stay: later runs list them too
 
-        figures: dict[str, list[dict]] = {"list": [], "initial": [], "full": [], "incremental": []}
-        from publications.models import Dataset
-
-        for _ in range(runs):
-            clear_registry()
-            size = added[0]
-            dataset = Dataset.objects.create(name="bench", s3root=f"s3://{bucket}/dms", s3endpoint=url)
-            figures["list"].append(in_child("list", str(dataset.pk)))
-            figures["initial"].append(in_child("initial", str(dataset.pk)))
-            figures["full"].append(in_child("full", str(dataset.pk)))
-            add_late(size)
-            figures["incremental"].append(in_child("incremental", str(dataset.pk)))
-            assert figures["initial"][-1]["listed"] == size, figures["initial"][-1]
-            assert figures["incremental"][-1]["listed"] == 1000, figures["incremental"][-1]
+        figures = measure(
+            f"s3://{bucket}/dms",
+            f"http://127.0.0.1:{port}",
+            runs,
+            add_late,
+            ("initial", "full", "incremental"),
+        )
+        assert all(f["listed"] == 1000 for f in figures["incremental"]), figures["incremental"]
     finally:
         proc.stdin.close()
         try:
@@ -303,51 +302,85 @@ def run_s3(n: int, runs: int) -> tuple[dict, list]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return figures, report("moto S3 over HTTP", n, figures)
+    return figures
 
 
-def main(argv: list[str] | None = None) -> int:
+def targets_for(label: str, n: int, figures: dict[str, list[dict]]) -> tuple[list, list[str]]:
+    """Per-run ratios of each sync to the raw listing of the same run, and the detail rows."""
+    raw = [f["seconds"] for f in figures["list"]]
+    targets, rows = [], []
+    for kind in ("initial", "full"):
+        mine = [f["seconds"] for f in figures[kind]]
+        ratios = [m / r for m, r in zip(mine, raw, strict=True)]
+        targets.append(
+            judged(
+                f"sync_state {kind}, {label}, {n:,} keys, vs raw listing",
+                "x",
+                ratios,
+                f"<= {TARGET_RATIO}x",
+                at_most=TARGET_RATIO,
+                note=f"sync {statistics.median(mine):.1f} s against {statistics.median(raw):.1f} s",
+            )
+        )
+    for kind in ("list", "initial", "full", "incremental"):
+        if not figures[kind]:
+            continue
+        seconds = ", ".join(f"{f['seconds']:.2f} s" for f in figures[kind])
+        peaks = ", ".join(f"{f['peak_mb']:.0f}" for f in figures[kind])
+        calls = max(f.get("list_calls", 0) for f in figures[kind])
+        rows.append(f"| {label} | {kind} | {seconds} | {peaks} MB | {calls} |")
+    return targets, rows
+
+
+def main(argv: list[str] | None = None) -> Outcome:
     argv = list(argv or [])
-    if argv[:1] == ["--child"]:
-        child(argv[1:])
-        return 0
-    if argv[:1] == ["--serve-moto"]:
-        serve_moto(argv[1:])
-        return 0
     quick = os.environ.get("BENCH_QUICK") == "1"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=50_000 if quick else 1_000_000)
     parser.add_argument("--small-keys", type=int, default=12_500 if quick else 250_000)
-    parser.add_argument("--s3-keys", type=int, default=2_000 if quick else 10_000)
-    # A run of the three syncs of 1,000,000 keys takes about six minutes on 2 cores.
-    parser.add_argument("--file-runs", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=1 if quick else 3, help="runs on the moto server")
+    parser.add_argument("--s3-keys", type=int, default=10_000 if quick else 100_000)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=["file", "s3"], default=None)
     args = parser.parse_args(argv)
 
-    started = time.perf_counter()
-    ratios = []
+    targets, rows = (
+        [],
+        ["| root | run | seconds per run | VmHWM per run | list calls |", "|---|---|---|---|---|"],
+    )
     with bench_database("sync"):
-        print(f"bench_sync_state: sync_state vs a bare listing of the same root (target <= {TARGET_RATIO}x)")
         if args.only in (None, "file"):
-            big, r = run_file(args.keys, args.file_runs)
-            ratios += r
-            small, _ = run_file(args.small_keys, 1)
-            small_mb = small["initial"][0]["peak_mb"]
-            big_mb = statistics.median(f["peak_mb"] for f in big["initial"])
-            print(
-                f"  peak RSS of the initial sync: {small_mb:.0f} MB at {args.small_keys} keys,"
-                f" {big_mb:.0f} MB at {args.keys} keys ({big_mb / small_mb:.2f}x for"
-                f" {args.keys / args.small_keys:.0f}x the keys)"
+            big = file_root_figures(args.keys, args.runs, ("initial", "full", "incremental"))
+            t, r = targets_for("file://", args.keys, big)
+            targets += t
+            rows += r
+            small = file_root_figures(args.small_keys, args.runs, ("initial",))
+            rows += targets_for("file://", args.small_keys, small | {"full": small["initial"]})[1][:2]
+            big_mb = [f["peak_mb"] for f in big["initial"]]
+            small_mb = statistics.median(f["peak_mb"] for f in small["initial"])
+            targets.append(
+                judged(
+                    f"sync_state memory, initial: VmHWM at {args.keys:,} keys / at {args.small_keys:,}",
+                    "x",
+                    [m / small_mb for m in big_mb],
+                    f"<= {MEMORY_GROWTH}x for {args.keys // args.small_keys}x the keys",
+                    at_most=MEMORY_GROWTH,
+                    note=f"{statistics.median(big_mb):.0f} MB against {small_mb:.0f} MB",
+                )
             )
         if args.only in (None, "s3"):
-            _, r = run_s3(args.s3_keys, args.runs)
-            ratios += r
-    over = [name for name, ratio in ratios if ratio > TARGET_RATIO]
-    print(f"  {'every ratio within target' if not over else 'over target: ' + ', '.join(over)}")
-    print(f"  ({time.perf_counter() - started:.0f} s in all)")
-    return 1 if over else 0
+            figures = s3_figures(args.s3_keys, args.runs)
+            t, r = targets_for("S3 (moto)", args.s3_keys, figures)
+            targets += t
+            rows += r
+    for row in rows:
+        print(row)
+    return Outcome(targets, rows, args.runs)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2:])
+    elif sys.argv[1:2] == ["--serve-moto"]:
+        serve_moto(sys.argv[2:])
+    else:
+        raise SystemExit(run_standalone("bench_sync_state", main, sys.argv[1:]))

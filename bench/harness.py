@@ -92,6 +92,37 @@ class CountingMoto:
             backend.put_object(bucket, key, body)
 
 
+def index_listing(backend_class) -> None:
+    """Answer ListObjectsV2 without a delimiter from the bucket's key names kept sorted (a bisection a page).
+
+    moto sorts the whole bucket for every page; with a million keys a listing would
+    take hours whatever the client. The pages are what moto would answer.
+    """
+    from bisect import bisect_left, bisect_right
+
+    original = backend_class.list_objects_v2
+    cache: dict[int, tuple[int, list[str]]] = {}
+
+    def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys):
+        if delimiter:
+            return original(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys)
+        size, names = cache.get(id(bucket), (-1, []))
+        if size != len(bucket.keys):
+            names = sorted(bucket.keys.keys())
+            cache[id(bucket)] = (len(bucket.keys), names)
+        after = self._pagination_tokens.get(continuation_token) if continuation_token else start_after
+        i = bisect_right(names, after) if after else 0
+        if prefix:
+            i = max(i, bisect_left(names, prefix))
+        page = []
+        while i < len(names) and len(page) <= max_keys and names[i].startswith(prefix or ""):
+            page.append(bucket.keys[names[i]])
+            i += 1
+        return self._truncate_result(page, max_keys)
+
+    backend_class.list_objects_v2 = list_objects_v2
+
+
 def _action(environ) -> str:
     method = environ.get("REQUEST_METHOD", "")
     query = environ.get("QUERY_STRING", "")
