@@ -181,11 +181,11 @@ def scandir_walk(folder: str) -> int:
 
 def serve_moto(argv: list[str]) -> None:
     """In its own process: a moto S3 server whose bucket holds `n` keys (+ more on request over stdin)."""
+    import logging
+
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per page would drown the figures
     port, bucket, n = int(argv[0]), argv[1], int(argv[2])
