@@ -2,9 +2,13 @@
 
 Per round: every agent first runs a small update alone (POST /update?wait, one agent at
 a time: its own update time), then one more small update is published and a single
-update-all job triggers all agents at once and waits for them. Reported: the job's
-time against the slowest agent's own update time (alone, and within the job's run),
-and against the sum a one-by-one trigger would take.
+update-all job triggers all agents at once and waits for them. The product side is
+the job's time; the raw side is the slowest agent's own update time within that job
+(the job cannot end before it). With 50 agent processes on the same two cores as
+the control plane, each agent is slower within the job than alone (both shown), so
+this measures the job's overhead on a crowded machine; bench_trigger_fleet measures
+it with simulated agents that leave the cores to the control plane. One warm-up job
+first; the goal holds only if every round is within 1.5x.
 
     python -m bench.bench_trigger [--agents 50] [--rounds 3]
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 import requests
 
 from bench.harness import ROOT, Clock, bench_database, free_port
+from bench.report import Outcome, judged, run_standalone
 
 TOKEN = "bench-agent-token"
 TARGET_RATIO = 1.5
@@ -158,11 +163,10 @@ def run(agents: int, rounds: int, base: Path) -> list[dict]:
                 proc.kill()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> Outcome:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    # `python -m bench` calls main() with no arguments: defaults, not the runner's own argv.
     args = parser.parse_args(argv or [])
     base = Path(tempfile.mkdtemp(prefix="bench-trigger-"))
     try:
@@ -170,28 +174,32 @@ def main(argv: list[str] | None = None) -> int:
             figures = run(args.agents, args.rounds, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-    def med(name: str) -> float:
-        return statistics.median(f[name] for f in figures)
-
-    job, in_job, alone, total = med("job"), med("slowest_in_job"), med("slowest_alone"), med("sum_alone")
-    print(f"bench_trigger: {args.agents} agents (dms-update serve, embedded stores), {args.rounds} rounds")
-    for n, f in enumerate(figures, 1):
-        print(
-            f"  round {n}: job {f['job']:.2f} s; slowest agent in the job {f['slowest_in_job']:.2f} s, "
-            f"alone {f['slowest_alone']:.2f} s; one by one {f['sum_alone']:.2f} s; "
-            f"before the first call {f['lead']:.2f} s, last call {f['spread']:.2f} s after the first, "
-            f"after the last answer {f['tail']:.2f} s"
+    details = [
+        "| round | job | slowest agent in the job | slowest alone | one by one | before the first call "
+        "| last call after the first | after the last answer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    details += [
+        f"| {n} | {f['job']:.2f} s | {f['slowest_in_job']:.2f} s | {f['slowest_alone']:.2f} s | "
+        f"{f['sum_alone']:.2f} s | {f['lead']:.2f} s | {f['spread']:.2f} s | {f['tail']:.2f} s |"
+        for n, f in enumerate(figures, 1)
+    ]
+    for line in details:
+        print(line)
+    targets = [
+        judged(
+            f"trigger-and-wait, {args.agents} real agents, vs the slowest agent within the job",
+            "x",
+            [f["job"] / f["slowest_in_job"] for f in figures],
+            f"<= {TARGET_RATIO}x",
+            at_most=TARGET_RATIO,
+            rule="worst",
+            note=f"job {statistics.median(f['job'] for f in figures):.2f} s; the agents share the two cores "
+            "with the control plane, so each agent's update is slower within the job than alone",
         )
-    ratio = job / in_job
-    print(
-        f"  median job {job:.2f} s, slowest agent in the job {in_job:.2f} s: ratio {ratio:.2f}x (target <= {TARGET_RATIO})"
-    )
-    print(
-        f"  against the slowest agent alone ({alone:.2f} s): {job / alone:.2f}x; one by one would take {total:.2f} s"
-    )
-    return 0 if ratio <= TARGET_RATIO else 1
+    ]
+    return Outcome(targets, details, args.rounds)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(run_standalone("bench_trigger", main, sys.argv[1:]))
