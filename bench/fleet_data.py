@@ -3,9 +3,9 @@
 `fleet_database(suffix)` sets Django up on `<DATABASE_URL name>_<suffix>` (created
 once, kept), and `ensure_fleet(...)` fills it with `servers` servers over `datasets`
 datasets and `objects` registry objects, unless it already holds exactly that:
-- objects: one every 10 s per dataset, ending a minute ago; mostly published
-  updates, with expired, deleted, invalid and missing ones and a published image
-  every 10,000;
+- objects: one every 10 s per dataset, ending a minute ago, each first seen (and
+  in its state since) its effective time; mostly published updates, with expired,
+  deleted, invalid and missing ones and a published image every 10,000;
 - servers: spread evenly over the datasets, 0 to 40 updates behind the head, 2 %
   never reported, some failing, unreachable or disabled;
 - 48 status reports per server over the last 24 h (the lag chart's data).
@@ -82,7 +82,7 @@ LOAD_SQL = [
         CASE WHEN i %% 10000 = 0 THEN 'published'
              WHEN i %% 200 < 6 THEN 'expired' WHEN i %% 200 = 7 THEN 'deleted'
              WHEN i %% 400 = 9 THEN 'invalid' WHEN i %% 400 = 10 THEN 'missing' ELSE 'published' END,
-        '', now(), now(), now()
+        '', to_timestamp(eff / 1e9), to_timestamp(eff / 1e9), to_timestamp(eff / 1e9)
     FROM rows
     """,
     # Servers: a quarter of the fleet per dataset, 0 to 40 updates behind the head, a few
