@@ -42,6 +42,18 @@ def test_listing_is_in_key_order_and_honours_start_after(any_root):
     ]
 
 
+def test_listing_reports_each_object_size_and_time_as_head_does(any_root):
+    store = open_store(*any_root)
+    for key in KEYS:
+        put(store, key, key.encode() * 3)
+    listed = {o.key: o for o in store.list()}
+    for key in KEYS:
+        head = store.head(key)
+        assert listed[key].size == head.size == len(key) * 3
+        assert listed[key].last_modified is not None
+        assert abs((listed[key].last_modified - head.last_modified).total_seconds()) < 1
+
+
 def test_exclusive_write_never_overwrites(any_root):
     store = open_store(*any_root)
     put(store, KEYS[2], b"first")
