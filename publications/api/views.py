@@ -29,6 +29,7 @@ from jobs.models import JobKind
 from jobs.services import start_job
 from publications import services
 from publications.api.filters import PublicationFilter, StateObjectFilter
+from publications.api.pagination import BoundedCountPagination
 from publications.api.serializers import (
     DatasetSerializer,
     PublicationDetailSerializer,
@@ -275,4 +276,7 @@ class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     roles = {"list": READERS, "retrieve": READERS}
     serializer_class = StateObjectSerializer
     filterset_class = StateObjectFilter
-    queryset = StateObject.objects.select_related("dataset").order_by("dataset__name", "key")
+    pagination_class = BoundedCountPagination
+    # Ordered as the (dataset, key) unique index holds the rows, so a page is a walk of that
+    # index that stops after the page, not a sort of every matching row (millions at scale).
+    queryset = StateObject.objects.select_related("dataset").order_by("dataset_id", "key")
