@@ -11,7 +11,10 @@ the document alone). Benchmarks whose module sets `SCALE = True` (the fleet at
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
+import io
 import pkgutil
 import sys
 import time
@@ -23,6 +26,36 @@ def discover() -> list[str]:
     """Names of the benchmark modules, sorted."""
     folder = Path(__file__).resolve().parent
     return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_"))
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal and keeps a copy (the figures of a benchmark that reports no Outcome)."""
+
+    def __init__(self, out) -> None:
+        self.out, self.kept = out, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def run_main(module, report):
+    """`module.main([])`, or `main()` for one without arguments; an Outcome even from a benchmark
+    that only prints (its printed figures become its section, as a block, and it has no targets)."""
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        result = module.main([]) if inspect.signature(module.main).parameters else module.main()
+    if isinstance(result, report.Outcome):
+        return result
+    lines = tee.kept.getvalue().rstrip().splitlines()[-80:]
+    return report.Outcome(
+        [],
+        ["Printed figures (this benchmark reports no targets to bench/report.py):", "", "```", *lines, "```"],
+        0,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +81,7 @@ def main(argv: list[str]) -> int:
         print(f"== {name}  (load average {report.load_average():.1f})", flush=True)
         started, load_start, clock = time.time(), report.load_average(), time.perf_counter()
         try:
-            outcome = module.main([])
+            outcome = run_main(module, report)
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             failed.append(name)
             traceback.print_exc()
