@@ -22,6 +22,15 @@ rate over its raw side's rate in the same run). Beside the rates, the CPU time
 each process group spent per publication (web workers, their PostgreSQL backends,
 moto, the client threads) is read from /proc: it moves much less than wall time.
 
+Where the gap comes from when the goal is missed: on two cores shared by every
+process both sides are CPU-bound, so the ratio tends to the ratio of CPU spent per
+object (the table). A publication is a Django/DRF request (token lookup, throttle,
+multipart parse, the Turtle parsed, two transactions of statements, an audit row)
+and costs the web worker many times the raw side's whole work; the raw `file://`
+floor spends almost no CPU (its commit waits on the WAL flush, which 8 threads
+share), and boto3 + moto spend a few milliseconds per put on both sides of the S3
+comparison.
+
     python -m bench.bench_publish [--per-client N] [--runs R]
 """
 

@@ -26,6 +26,14 @@ first (the inode cache, moto's sorted index), then each run alternates whether t
 raw listing comes before or after the syncs. The memory target compares the
 initial sync's peak at 1,000,000 keys with its peak at a quarter of the keys.
 
+Where the gap comes from when the goal is missed: the raw listing only reads
+directory entries, while an initial sync must also parse every key and write it as
+a row of the registry (heap, the unique `(dataset, key)` index, the lag index, the
+partial state index) by binary `COPY`; the database's CPU per row alone is more
+than the walk's CPU per key, and the walk, the parsing and the writes share two
+cores. A full run writes nothing for known keys, and over S3 the registry work
+fits in the waits for each page.
+
     python -m bench.bench_sync_state [--keys N] [--small-keys N] [--s3-keys N] [--runs R] [--only file|s3]
     BENCH_QUICK=1 python -m bench sync_state      # 50,000 / 12,500 / 10,000 keys
 """

@@ -11,6 +11,12 @@ is the slowest agent's own 3 s: the job cannot end sooner. One warm-up job
 first, then 3 timed jobs; the goal holds only if every run is within 1.5x.
 bench_trigger measures the same with 50 real agents.
 
+Where the time goes is in the table: before the first call (the job opening its
+runs), the spread of the calls (starting the threads), and after the last answer
+(recording answers still queued: each is a status report with its lag, an update
+run and a transaction); with 1,000 agents answering within two seconds the
+recording is what the job waits for.
+
     python -m bench.bench_trigger_fleet [--agents 200,1000] [--rounds 3]
 """
 
