@@ -11,9 +11,12 @@ status.json rewritten after every operation. Wall time of each side per round;
 a round's ratio is agent / raw. A run is 7 rounds (a warm-up round first, not
 counted; sides alternate which goes first) and its figure is the median of its
 rounds' ratios; the goal holds only if it holds for every run (the worst of three).
-Scratch in the system's temporary folder (`BENCH_DIR` to move it).
+Then a breakdown: pyoxigraph alone with, added one at a time, the ledger triples,
+the parse before a replace and status.json rewritten after every operation (the
+agent's own writer), beside the agent, so the table shows where the agent's
+extra time goes. Scratch in the system's temporary folder (`BENCH_DIR` to move it).
 
-    python -m bench.bench_agent_replay [--runs R] [--rounds N]
+    python -m bench.bench_agent_replay [--runs R] [--rounds N] [--breakdown-rounds N]
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import pyoxigraph as ox
 
 from bench.report import Outcome, judged, run_standalone
 from dmsupdate.agent.config import Config
+from dmsupdate.agent.embedded import _insert_data, _nquads, _trig, ledger_quads
 from dmsupdate.agent.images import pack_image
 from dmsupdate.agent.runner import Runner
+from dmsupdate.agent.status import write_status
 from dmsupdate.state.keys import EffectiveTime, format_key
 from dmsupdate.state.plan import PlanEntry
 from dmsupdate.state.stores import open_store
@@ -113,29 +118,91 @@ def run_agent(root: Path, work: Path) -> tuple[float, float]:
     return elapsed
 
 
-def run_raw(root: Path, work: Path, entries: list[PlanEntry]) -> tuple[float, float]:
-    """Wall and CPU time of pyoxigraph alone doing the same operations from the same files."""
+def run_raw(
+    root: Path, work: Path, entries: list[PlanEntry], adds: frozenset[str] = frozenset()
+) -> tuple[float, float]:
+    """Wall and CPU time of pyoxigraph alone doing the same operations from the same files.
+
+    `adds` puts back, one by one, what the agent does beside the operations (the
+    breakdown): `ledger` (each operation's ledger triples in its own transaction, as
+    the agent writes them), `parse` (a `replace` parses its file before dropping the
+    graph), `status` (status.json rewritten after each operation by the agent's writer).
+    """
+    ledger, parse, status = "ledger" in adds, "parse" in adds, "status" in adds
     started, cpu = time.perf_counter(), time.process_time()
     store = ox.Store(str(work / "raw"))
+    state: dict = {"running": True, "applied": 0, "recent": []}
     for entry in entries:
+        record = ledger_quads((entry.key, *entry.settles)) if ledger else []
         path = root / entry.key
         if entry.op == "drop":
-            store.remove_graph(ox.NamedNode(entry.graph or ""))
-            continue
-        with open(path, "rb") as f:
-            data = f.read()
-        if entry.key.endswith(".gz"):
-            data = gzip.decompress(data)
-        if entry.op in ("update", "postproc"):
-            store.update(data.decode())
-            continue
-        graph = ox.NamedNode(entry.graph or "")
-        if entry.op == "replace":
-            store.remove_graph(graph)
-        store.load(input=data, format=FORMATS[(entry.format or "").removesuffix(".gz")], to_graph=graph)
+            if ledger:
+                store.update(f"DROP SILENT GRAPH <{entry.graph}> ;\n{_insert_data(record)}")
+            else:
+                store.remove_graph(ox.NamedNode(entry.graph or ""))
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+            if entry.key.endswith(".gz"):
+                data = gzip.decompress(data)
+            if entry.op in ("update", "postproc"):
+                store.update(data.decode() + (f"\n;\n{_insert_data(record)}" if ledger else ""))
+            else:
+                graph = ox.NamedNode(entry.graph or "")
+                fmt = FORMATS[(entry.format or "").removesuffix(".gz")]
+                if entry.op == "replace":
+                    if parse:
+                        for _ in ox.parse(input=data, format=fmt):
+                            pass
+                    store.remove_graph(graph)
+                if not ledger:
+                    store.load(input=data, format=fmt, to_graph=graph)
+                elif fmt == ox.RdfFormat.TURTLE:
+                    store.load(input=data + _trig(record), format=ox.RdfFormat.TRIG, to_graph=graph)
+                else:
+                    store.load(
+                        input=data + b"\n" + _nquads(record), format=ox.RdfFormat.N_QUADS, to_graph=graph
+                    )
+        if status:
+            state["recent"].append(entry.key)
+            state.update(applied=state["applied"] + 1, effectiveDate=entry.effective.path)
+            write_status(work / "raw-status.json", state)
     del store  # closing the store is part of the work (the agent closes its store too)
     gc.collect()
     return time.perf_counter() - started, time.process_time() - cpu
+
+
+STEPS = {
+    "pyoxigraph alone": frozenset(),
+    "+ ledger triples": frozenset({"ledger"}),
+    "+ parse before replace": frozenset({"ledger", "parse"}),
+    "+ status.json per operation": frozenset({"ledger", "parse", "status"}),
+}
+
+
+def breakdown_round(base: Path, n: int) -> dict[str, float]:
+    """One round of every step and the agent, in an order reversed every round: wall seconds of each."""
+    round_dir = base / f"breakdown-{n}"
+    root = round_dir / "state"
+    root.mkdir(parents=True)
+    image_only = round_dir / "image-only"
+    image_only.mkdir()
+    build_workload(root, round_dir)
+    shutil.copytree(root / "images", image_only / "images")
+    work = round_dir / "agent"
+    assert Runner(agent_config(image_only, work)).update()["lastSucceeded"]
+    entries = [e for e in Runner(agent_config(root, work)).plan() if e.skip is None]
+    names = [*STEPS, "agent"]
+    figures = {}
+    for name in names if n % 2 == 0 else reversed(names):
+        if name == "agent":
+            figures[name] = run_agent(root, work)[0]
+        else:
+            shutil.rmtree(round_dir / "raw", ignore_errors=True)
+            (round_dir / "raw-status.json").unlink(missing_ok=True)
+            figures[name] = run_raw(root, round_dir, entries, STEPS[name])[0]
+    shutil.rmtree(round_dir, ignore_errors=True)
+    return figures
 
 
 def one_round(base: Path, n: int) -> dict[str, float]:
@@ -166,6 +233,7 @@ def main(argv: list[str] | None = None) -> Outcome:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--breakdown-rounds", type=int, default=3, help="rounds of the breakdown (0: none)")
     args = parser.parse_args(argv or [])
     base = Path(tempfile.mkdtemp(prefix="bench-replay-", dir=os.environ.get("BENCH_DIR")))
     details = [
@@ -188,8 +256,27 @@ def main(argv: list[str] | None = None) -> Outcome:
             )
             details.append(line)
             print(line, flush=True)
+        steps = [breakdown_round(base, n) for n in range(args.breakdown_rounds)]
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if steps:
+        raw = statistics.median(s["pyoxigraph alone"] for s in steps)
+        details += [
+            "",
+            f"Where the agent's time goes ({len(steps)} rounds, medians; each step adds one thing the agent "
+            "does to pyoxigraph alone, the sides in an order reversed every round):",
+            "",
+            "| side | wall | over pyoxigraph alone |",
+            "|---|---|---|",
+        ]
+        for name in [*STEPS, "agent"]:
+            median = statistics.median(s[name] for s in steps)
+            details.append(f"| {name} | {median:.2f} s | {100 * (median / raw - 1):+.1f} % |")
+        details.append("")
+        details.append(
+            "The agent's own row also holds listing and parsing the keys, planning, verified reads "
+            "and opening its store."
+        )
     targets = [
         judged(
             f"agent replay of {UPDATES} updates vs pyoxigraph alone (median of {args.rounds} rounds per run)",
