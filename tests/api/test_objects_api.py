@@ -66,7 +66,10 @@ def test_filters_combine_and_an_unknown_dataset_lists_nothing(viewer, two_datase
     expired = register(zeta, [4], ObjectState.EXPIRED)
     assert keys_of(viewer.get("/api/v1/objects/", {"dataset": "zeta", "state": "expired"})) == expired
     since = EffectiveTime(T0 + 2 * 1_000_000_000).to_datetime().isoformat()
-    assert keys_of(viewer.get("/api/v1/objects/", {"dataset": "zeta", "since": since})) == published[1:] + expired
+    assert (
+        keys_of(viewer.get("/api/v1/objects/", {"dataset": "zeta", "since": since}))
+        == published[1:] + expired
+    )
     assert keys_of(viewer.get("/api/v1/objects/", {"since": since, "state": "published"})) == published[1:]
     nothing = viewer.get("/api/v1/objects/", {"dataset": "nope"})
     assert nothing.status_code == 200 and nothing.json()["count"] == 0 and nothing.json()["results"] == []
