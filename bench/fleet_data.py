@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +145,41 @@ def ensure_fleet(connection, servers: int, objects: int, datasets: int) -> float
         f"  building the data set: {servers:,} servers, {objects:,} objects (kept for later runs)", flush=True
     )
     started = time.perf_counter()
-    with connection.cursor() as cur:
-        for sql in LOAD_SQL:
-            cur.execute(sql, params if "%(" in sql else None)
+    with model_defaults(connection):
+        with connection.cursor() as cur:
+            for sql in LOAD_SQL:
+                cur.execute(sql, params if "%(" in sql else None)
     return time.perf_counter() - started
+
+
+@contextmanager
+def model_defaults(connection):
+    """The models' own defaults as column defaults while the SQL above runs.
+
+    LOAD_SQL names the columns it fills; a column a later migration adds (NOT NULL,
+    its default known only to Django) would make its INSERT fail, so each such
+    column gets its model default in the database for the load, removed after.
+    """
+    from django.db.models import NOT_PROVIDED
+
+    from publications.models import Dataset, StateObject
+    from servers.models import Server, StatusReport
+
+    added = []
+    with connection.schema_editor(atomic=False) as editor:
+        for model in (Dataset, StateObject, Server, StatusReport):
+            for field in model._meta.concrete_fields:
+                if field.primary_key or field.null or not field.has_default():
+                    continue
+                if field.db_default is not NOT_PROVIDED:
+                    continue
+                table, column = editor.quote_name(model._meta.db_table), editor.quote_name(field.column)
+                target = f"{table} ALTER COLUMN {column}"
+                editor.execute(f"ALTER TABLE {target} SET DEFAULT %s", [editor.effective_default(field)])
+                added.append(target)
+    try:
+        yield
+    finally:
+        with connection.schema_editor(atomic=False) as editor:
+            for target in added:
+                editor.execute(f"ALTER TABLE {target} DROP DEFAULT")
