@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> Outcome:
         .first()
     )
     if newest is not None:
-        since = (newest.replace(microsecond=0) - timedelta(hours=1)).isoformat()
+        since = (newest.replace(microsecond=0) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     requests = [
         ("GET /api/v1/servers/ (page of 100)", "/api/v1/servers/"),
         ("GET /api/v1/servers/?limit=10000 (all)", "/api/v1/servers/?limit=10000"),
