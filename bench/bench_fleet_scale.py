@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> Outcome:
         details.append(f"| {label} | {seconds} | {peaks} MB | {runs[0]['base_mb']:.0f} MB |")
     details.append("")
     details.append(
-        "The fleet page and its polled fragment at 10x are measured by bench_fleet_page's owner "
-        'on this data set (`fleet_database("scale")`, `ensure_fleet(**TEN_X)`).'
+        "The fleet page and its polled fragment at 10x: `BENCH_FLEET_SCALE=10 python -m bench fleet_page` "
+        "(the same data set)."
     )
     for line in details:
         print(line)

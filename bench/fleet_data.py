@@ -8,12 +8,14 @@ datasets and `objects` registry objects, unless it already holds exactly that:
   deleted, invalid and missing ones and a published image every 10,000;
 - servers: spread evenly over the datasets, 0 to 40 updates behind the head, 2 %
   never reported, some failing, unreachable or disabled;
-- 48 status reports per server over the last 24 h (the lag chart's data).
+- 48 status reports per server over the last 24 h, and their hourly roll-up (the
+  lag charts' data).
 
 The 1x set (1,000 servers, 1,000,000 objects, database `_bench_fleet`) is what
 bench_fleet_page measures; the 10x set (10,000 servers, 10,000,000 objects,
 database `_scale`) is bench_fleet_scale's, and any benchmark of the fleet pages can
-call `fleet_database("scale")` and `ensure_fleet(**TEN_X)` to use it.
+call `fleet_database("scale")` and `ensure_fleet(**TEN_X)` to use it
+(`BENCH_FLEET_SCALE=10 python -m bench fleet_page` does).
 """
 
 from __future__ import annotations
@@ -120,6 +122,14 @@ LOAD_SQL = [
         (s.id * r) %% 40, ((s.id * r) %% 40) * 10.0, '{}'::jsonb
     FROM servers_server s, generate_series(0, %(reports)s - 1) AS r
     """,
+    # Their hourly roll-up, as record_report keeps it (the sparklines and the 7-day chart read it).
+    """
+    INSERT INTO servers_laghour (server_id, hour, pending_updates, lag_seconds, max_pending, max_lag_seconds)
+    SELECT server_id, floor(extract(epoch FROM received_at) / 3600)::int AS hour,
+        (array_agg(pending_updates ORDER BY received_at DESC))[1], (array_agg(lag_seconds ORDER BY received_at DESC))[1],
+        max(pending_updates), max(lag_seconds)
+    FROM servers_statusreport GROUP BY 1, 2
+    """,
     # As autovacuum leaves a settled table: statistics and the visibility map (index-only scans).
     "VACUUM ANALYZE",
 ]
@@ -128,9 +138,13 @@ LOAD_SQL = [
 def ensure_fleet(connection, servers: int, objects: int, datasets: int) -> float:
     """Create the data set unless the kept database already holds it; seconds spent loading (0 when kept)."""
     from publications.models import StateObject
-    from servers.models import Server
+    from servers.models import LagHour, Server
 
     if Server.objects.count() == servers and StateObject.objects.count() == objects:
+        if not LagHour.objects.exists():  # a set kept from before the roll-up existed: add it alone
+            with connection.cursor() as cur:
+                cur.execute(next(sql for sql in LOAD_SQL if "servers_laghour" in sql))
+                cur.execute("ANALYZE servers_laghour")
         return 0.0
     from django.core.management import call_command
 
@@ -163,11 +177,11 @@ def model_defaults(connection):
     from django.db.models import NOT_PROVIDED
 
     from publications.models import Dataset, StateObject
-    from servers.models import Server, StatusReport
+    from servers.models import LagHour, Server, StatusReport
 
     added = []
     with connection.schema_editor(atomic=False) as editor:
-        for model in (Dataset, StateObject, Server, StatusReport):
+        for model in (Dataset, StateObject, Server, StatusReport, LagHour):
             for field in model._meta.concrete_fields:
                 if field.primary_key or field.null or not field.has_default():
                     continue
