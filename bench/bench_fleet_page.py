@@ -108,6 +108,28 @@ def sizes() -> tuple[str, dict]:
     return suffix, size
 
 
+def page_requests(client, servers: int) -> list[tuple[str, object, str, bool]]:
+    """The fleet page's requests (name, client, URL, cold cache): plain, polled, cold, sorted, searched, paged."""
+    from servers.models import Server
+
+    fleet = f"{servers:,} servers"
+    probe = Server.objects.order_by("name").values_list("name", flat=True)[servers // 2]
+    return [
+        (f"fleet page, {fleet}", client, "/", False),
+        (f"fleet fragment (polled), {fleet}", client, "/fleet/rows", False),
+        (f"fleet page, cold cache, {fleet}", client, "/", True),
+        (f"fleet page sorted by lag, {fleet}", client, "/?sort=lag", True),
+        (f"fleet fragment sorted by state, {fleet}", client, "/fleet/rows?sort=state", True),
+        (f"fleet search, {fleet}", client, f"/fleet/rows?q={probe[:-1]}", True),
+        (
+            f"fleet page, one dataset, page 2 by lag, {fleet}",
+            client,
+            "/?dataset=dataset-2&page=2&sort=lag",
+            True,
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> Outcome:
     suffix, size = sizes()
     connection = fleet_database(suffix)
@@ -135,23 +157,10 @@ def main(argv: list[str] | None = None) -> Outcome:
             "|---|---|---|---|---|",
         ],
     )
-    from servers.models import Server
 
     fleet = f"{size['servers']:,} servers"
-    probe = Server.objects.order_by("name").values_list("name", flat=True)[size["servers"] // 2]
     for name, http, url, cold in [
-        (f"fleet page, {fleet}", client, "/", False),
-        (f"fleet fragment (polled), {fleet}", client, "/fleet/rows", False),
-        (f"fleet page, cold cache, {fleet}", client, "/", True),
-        (f"fleet page sorted by lag, {fleet}", client, "/?sort=lag", True),
-        (f"fleet fragment sorted by state, {fleet}", client, "/fleet/rows?sort=state", True),
-        (f"fleet search, {fleet}", client, f"/fleet/rows?q={probe[:-1]}", True),
-        (
-            f"fleet page, one dataset, page 2 by lag, {fleet}",
-            client,
-            "/?dataset=dataset-2&page=2&sort=lag",
-            True,
-        ),
+        *page_requests(client, size["servers"]),
         (f"GET /api/v1/servers/ (page of 100), {fleet}", api, "/api/v1/servers/", False),
         (
             f"GET /api/v1/servers/?limit={size['servers']} (all)",
