@@ -246,6 +246,12 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
 
+    def get_queryset(self) -> QuerySet[Dataset]:
+        """A publisher token limited to datasets sees those only."""
+        scope = readable_dataset_ids(self.request)
+        rows = super().get_queryset()
+        return rows.filter(pk__in=scope) if scope is not None else rows
+
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         dataset = serializer.save()
         record(
@@ -280,3 +286,9 @@ class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     # Ordered as the (dataset, key) unique index holds the rows, so a page is a walk of that
     # index that stops after the page, not a sort of every matching row (millions at scale).
     queryset = StateObject.objects.select_related("dataset").order_by("dataset_id", "key")
+
+    def get_queryset(self) -> QuerySet[StateObject]:
+        """A publisher token limited to datasets reads their objects only."""
+        scope = readable_dataset_ids(self.request)
+        rows = super().get_queryset()
+        return rows.filter(dataset_id__in=scope) if scope is not None else rows

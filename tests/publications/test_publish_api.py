@@ -281,6 +281,13 @@ def test_publication_list_filters_and_scoped_publishers_see_only_their_datasets(
     assert scoped["count"] == 5 and {r["dataset"] for r in scoped["results"]} == {"flood"}
     hidden = scoped_publisher.client.get(f"/api/v1/publications/{elsewhere.json()['id']}/")
     assert hidden.status_code == 404
+    # Nor the other dataset itself, or the objects under its root.
+    objects = scoped_publisher.client.get("/api/v1/objects/").json()
+    assert objects["results"] and {o["dataset"] for o in objects["results"]} == {"flood"}
+    assert scoped_publisher.client.get("/api/v1/objects/", {"dataset": "rivers"}).json()["results"] == []
+    datasets = scoped_publisher.client.get("/api/v1/datasets/").json()
+    assert [d["name"] for d in datasets["results"]] == ["flood"]
+    assert scoped_publisher.client.get("/api/v1/datasets/rivers/").status_code == 404
 
 
 @pytest.mark.django_db
