@@ -126,6 +126,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             log.warning("invalid key (never applied): %s", key)
         for key in plan.late:
             log.warning("late key older than the window (never applied): %s", key)
+        for key in plan.deferred:
+            log.warning("key dated ahead of this server's clock (deferred): %s", key)
         return EXIT_OK
     if args.command in ("update", "rebuild"):
         # A progress bar only for a person at a terminal; cron and pipes get the status alone.

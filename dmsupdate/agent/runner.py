@@ -24,6 +24,9 @@ from dmsupdate.state.plan import (
     PlanEntry,
     build_plan,
     choose_bootstrap,
+    deferred_reason,
+    horizon,
+    split_due,
     window_start,
 )
 from dmsupdate.state.status import now_iso
@@ -109,21 +112,25 @@ class Runner:
                 f"{self.config.db_dir} holds a store without a dms-update ledger; "
                 "run `dms-update rebuild` to replace it with the newest image or dump"
             )
+        until = horizon(EffectiveTime.now())
         if rebuild or state.baseline is None:
-            boot, opt, invalid_images = choose_bootstrap(source.list("images/"))
+            images, deferred_images = split_due(source.list("images/"), until)
+            boot, opt, invalid_images = choose_bootstrap(images)
             if boot is None:
                 raise AgentError(
                     f"no image or dump under {source.url('images/')} to initialise the database from"
                 )
             start_after = None if full_scan else window_start_key("updates", boot.effective)
             listing = source.list("updates/", start_after=start_after)
-            plan = build_plan(listing, LedgerState(baseline=None), window, bootstrap=boot)
+            plan = build_plan(listing, LedgerState(baseline=None), window, bootstrap=boot, until=until)
             plan.invalid = invalid_images + plan.invalid
+            plan.deferred = deferred_images + plan.deferred
             return plan, opt, LedgerState(baseline=None)
         newest = state.newest
         assert newest is not None
         start_after = None if full_scan else window_start_key("updates", window_start(newest, window))
-        return build_plan(source.list("updates/", start_after=start_after), state, window), None, state
+        listing = source.list("updates/", start_after=start_after)
+        return build_plan(listing, state, window, until=until), None, state
 
     def run_locked(self, kind: str, full_scan: bool = False) -> dict[str, Any]:
         """Perform an update or rebuild; the caller holds the lock. Returns the final status."""
@@ -202,6 +209,12 @@ class Runner:
         tracker = _Progress(state, self.config.window_hours)
         status.update(tracker.fields())
         status["skipped"] = [{"key": e.key, "reason": e.skip} for e in plan.entries if e.skip]
+        if plan.deferred:
+            reason = deferred_reason(horizon(EffectiveTime.now()))
+            status["skipped"] += [{"key": key, "reason": reason} for key in plan.deferred]
+            log.warning(
+                "%d key(s) dated ahead of this server's clock deferred: %s", len(plan.deferred), reason
+            )
         self._shown = shown = RunProgress(
             plan, lambda: write_status(path, status | {"progress": shown.fields()}), self.progress_out
         )

@@ -14,7 +14,10 @@ Rules implemented here:
 - keys the ledger already holds are never planned again; keys inside the
   late-arrival window that the ledger lacks are planned; keys older than the
   window (and later than the bootstrap) that the ledger lacks are *late*:
-  reported, never applied.
+  reported, never applied;
+- keys dated more than `MAX_AHEAD_SECONDS` ahead of the server's clock (an image or
+  update planted with a far-future date would otherwise end every later replay
+  window) are *deferred*: neither applied nor recorded, planned again once due.
 """
 
 from __future__ import annotations
@@ -34,6 +37,35 @@ from dmsupdate.state.keys import (
 from dmsupdate.state.stores import ObjectInfo
 
 OVERWRITING_OPS = ("replace", "drop")
+# How far ahead of the clock an effective time may be and still be applied (DESIGN §6's rule).
+MAX_AHEAD_SECONDS = 300
+
+
+def horizon(now: EffectiveTime) -> EffectiveTime:
+    """The latest effective time a server whose clock reads `now` applies."""
+    return EffectiveTime(now.nanos + MAX_AHEAD_SECONDS * NANOS)
+
+
+def split_due(
+    listing: Iterable[ObjectInfo], until: EffectiveTime | None
+) -> tuple[list[ObjectInfo], list[str]]:
+    """The objects due by `until` and the keys of those dated later (deferred); None: all due."""
+    due: list[ObjectInfo] = []
+    deferred: list[str] = []
+    for info in listing:
+        effective = _effective(info.key)
+        if until is not None and effective is not None and effective > until:
+            deferred.append(info.key)
+        else:
+            due.append(info)
+    return due, deferred
+
+
+def deferred_reason(until: EffectiveTime) -> str:
+    return (
+        f"dated more than {MAX_AHEAD_SECONDS // 60} minutes ahead of this server's clock "
+        f"(after {until.isoformat()}); deferred until then"
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,8 @@ class Plan:
     settled: list[str] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
+    # Keys dated too far ahead of the clock: not applied now, not recorded (see `split_due`).
+    deferred: list[str] = field(default_factory=list)
     bootstrap: PlanEntry | None = None
 
     @property
@@ -161,14 +195,17 @@ def build_plan(
     ledger: LedgerState,
     window_hours: float,
     bootstrap: PlanEntry | None = None,
+    until: EffectiveTime | None = None,
 ) -> Plan:
     """Plan the replay of `listing` (keys under `updates/`) for a server with `ledger`.
 
     With `bootstrap`, the server is (re)initialised from that image/dump first and
     the ledger is ignored. The listing may be the window listing or a full scan:
-    keys older than the window are classified as late either way.
+    keys older than the window are classified as late either way. Keys dated after
+    `until` (the server's `horizon`) are deferred.
     """
-    plan = Plan(bootstrap=bootstrap)
+    listing, deferred = split_due(listing, until)
+    plan = Plan(bootstrap=bootstrap, deferred=deferred)
     if bootstrap is not None:
         baseline: EffectiveTime | None = bootstrap.effective
         applied: frozenset[str] = frozenset()
@@ -218,6 +255,13 @@ def build_plan(
         e for i, e in enumerate(entries) if not done[i]
     ]
     return plan
+
+
+def _effective(key: str) -> EffectiveTime | None:
+    try:
+        return parse_key(key).effective
+    except InvalidKey:
+        return None
 
 
 def _with(entry: PlanEntry, **changes: object) -> PlanEntry:
