@@ -27,7 +27,7 @@ from jobs.registry import runs
 from jobs.services import JobFailed, bookkeeping, progress
 from servers.agents import AgentAnswer, Outcome, call_agent
 from servers.models import RunKind, RunResult, RunTrigger, Server, UpdateRun
-from servers.runs import begin_runs, finish_run, summarize
+from servers.runs import begin_runs, finish_runs, summarize
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _record(batch: list[tuple[Server, AgentAnswer]], kind: str, job: Job, opened
 
     def write() -> dict[str, dict]:
         with transaction.atomic():
-            return {s.name: finish_run(s, kind, job, opened[s.pk], a, audit_ok=False) for s, a in batch}
+            return finish_runs(batch, kind, job, opened, audit_ok=False)
 
     try:
         return bookkeeping(write)

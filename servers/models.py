@@ -88,10 +88,19 @@ class Server(models.Model):
     @classmethod
     def note_apply_rate(cls, pk: int, ops: int, seconds: float) -> None:
         """Fold one update run (ops applied in seconds) into the server's recent apply rate."""
+        cls.note_apply_rates([(pk, ops, seconds)])
+
+    @classmethod
+    def note_apply_rates(cls, rates: list[tuple[int, int, float]]) -> None:
+        """`note_apply_rate` for several servers (pk, ops, seconds) in one statement."""
+        if not rates:
+            return
         keep = cls.APPLY_RATE_MEMORY
-        cls.objects.filter(pk=pk).update(
+        ops = models.Case(*(models.When(pk=pk, then=models.Value(float(n))) for pk, n, _ in rates))
+        secs = models.Case(*(models.When(pk=pk, then=models.Value(float(t))) for pk, _, t in rates))
+        cls.objects.filter(pk__in=[pk for pk, _, _ in rates]).update(
             apply_ops=models.F("apply_ops") * keep + ops,
-            apply_seconds=models.F("apply_seconds") * keep + seconds,
+            apply_seconds=models.F("apply_seconds") * keep + secs,
         )
 
     @classmethod

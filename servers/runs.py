@@ -1,23 +1,24 @@
 """Update runs: open one per server, then record how it ended (UpdateRun, the server's status, the audit log).
 
 Every server a trigger covers gets an UpdateRun; its status is recorded through
-`record_report` (or `mark_unreachable`), and the job's result holds one entry per
+`record_reports` (or `mark_unreachable`), and the job's result holds one entry per
 server plus a one-line summary such as `3 ok, 1 unreachable, 1 failed`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from django.utils import timezone
 
 from audit.services import record
 from dmsupdate.state.keys import EffectiveTime
-from dmsupdate.state.status import InvalidStatus, parse_status
+from dmsupdate.state.status import AgentStatus, InvalidStatus, parse_status
 from jobs.models import Job
 from servers.agents import AgentAnswer, Outcome
 from servers.models import RunKind, RunResult, Server, UpdateRun
-from servers.services import mark_unreachable, record_report
+from servers.services import mark_unreachable, record_reports
 
 # Skipped keys a job's result lists per server (the run keeps them all).
 SKIPPED_SHOWN = 50
@@ -56,17 +57,62 @@ def _path(ns: int | None) -> str | None:
     return EffectiveTime(ns).path if ns is not None else None
 
 
-def finish_run(
-    server: Server, kind: str, job: Job | None, run: UpdateRun, answer: AgentAnswer, audit_ok: bool = True
-) -> dict:
-    """Record the server's status, close its UpdateRun and audit it; returns the job's entry for it.
+def finish_runs(
+    batch: Sequence[tuple[Server, AgentAnswer]],
+    kind: str,
+    job: Job | None,
+    opened: dict[int, UpdateRun],
+    audit_ok: bool = True,
+) -> dict[str, dict]:
+    """Record how each server's run ended: its status, its UpdateRun, its audit row; the job's entries by name.
 
-    With `audit_ok` false an `ok` run is left for the caller to audit with the others in one row.
+    A batch of answers costs a fixed number of statements (the reports, the runs and
+    the apply rates one statement each) plus an audit row per run that did not end
+    ok. With `audit_ok` false the ok runs are left for the caller to audit in one row.
+    The caller runs it in one transaction.
     """
-    outcome = _record_status(server, kind, answer.outcome, reported_by_agent=bool(server.agent_url))
-    if kind == RunKind.REBUILD and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
-        # The rebuild never started: do not show `rebuilding` for a request the agent never took.
-        Server.withdraw_rebuild(server.pk, run.started_at)
+    outcomes = _record_statuses(batch)
+    runs: list[UpdateRun] = []
+    rates: list[tuple[int, int, float]] = []
+    entries: dict[str, dict] = {}
+    for server, answer in batch:
+        outcome = outcomes[server.pk]
+        if kind == RunKind.REBUILD and outcome.result in (RunResult.UNREACHABLE, RunResult.BUSY):
+            # The rebuild never started: do not show `rebuilding` for a request the agent never took.
+            Server.withdraw_rebuild(server.pk, opened[server.pk].started_at)
+        run = _close(opened[server.pk], answer, outcome)
+        runs.append(run)
+        if kind == RunKind.UPDATE and outcome.result == RunResult.OK and run.ops_applied:
+            rates.append((server.pk, run.ops_applied, answer.duration))
+        entries[server.name] = _entry(server, kind, run, answer, outcome)
+    UpdateRun.objects.bulk_update(runs, CLOSED_FIELDS)
+    Server.note_apply_rates(rates)
+    for server, _ in batch:
+        entry = entries[server.name]
+        if entry["result"] != RunResult.OK or audit_ok:
+            record(
+                job.actor if job and job.actor else "system",
+                f"server.{kind}.{entry['result']}",
+                server.name,
+                {k: v for k, v in entry.items() if v not in ("", None, [], 0) or k == "ops_applied"}
+                | {"job": job.pk if job else None},
+            )
+    return entries
+
+
+# What closing a run sets (UpdateRun fields).
+CLOSED_FIELDS = [
+    "finished_at",
+    "result",
+    "ops_applied",
+    "effective_after_ns",
+    "failed_key",
+    "error",
+    "skipped",
+]
+
+
+def _close(run: UpdateRun, answer: AgentAnswer, outcome: Outcome) -> UpdateRun:
     try:
         status = parse_status(outcome.status or {})
     except InvalidStatus:
@@ -78,9 +124,10 @@ def finish_run(
     run.failed_key = outcome.failed_key[:1024]
     run.error = outcome.error
     run.skipped = [{"key": s.key, "reason": s.reason} for s in status.skipped]
-    run.save()
-    if kind == RunKind.UPDATE and outcome.result == RunResult.OK and status.applied:
-        Server.note_apply_rate(server.pk, status.applied, answer.duration)
+    return run
+
+
+def _entry(server: Server, kind: str, run: UpdateRun, answer: AgentAnswer, outcome: Outcome) -> dict:
     entry = {
         "result": outcome.result,
         "run": run.pk,
@@ -97,51 +144,59 @@ def finish_run(
         entry["note"] = (
             "pull-only agent: asked through the answer to its report; this job waited for its rebuild"
         )
-    if outcome.result == RunResult.OK and not audit_ok:
-        return entry
-    record(
-        job.actor if job and job.actor else "system",
-        f"server.{kind}.{outcome.result}",
-        server.name,
-        {k: v for k, v in entry.items() if v not in ("", None, [], 0) or k == "ops_applied"}
-        | {"job": job.pk if job else None},
-    )
     return entry
 
 
-def _record_status(server: Server, kind: str, outcome: Outcome, reported_by_agent: bool) -> Outcome:
-    """Store what the agent said (or that it was unreachable) and derive ok/failed from it.
+def _record_statuses(batch: Sequence[tuple[Server, AgentAnswer]]) -> dict[int, Outcome]:
+    """Store what each agent said (or that it was unreachable) and derive ok/failed from it, by server.
 
     A push agent with a `controlplane` entry reports its own status before it answers the
-    trigger: that report is not recorded a second time (one status report per run).
+    trigger: that report is not recorded a second time (one status report per run). A
+    pull agent's reports came through the API while the job waited for them.
     """
-    if outcome.result == RunResult.UNREACHABLE:
-        mark_unreachable(server, outcome.error)
-        return outcome
-    if outcome.status is None or outcome.result in (RunResult.TIMEOUT, RunResult.BUSY):
-        return outcome
-    body = {k: v for k, v in outcome.status.items() if k not in ("running", "progress")}
-    try:
-        status = parse_status(body)
-    except InvalidStatus as exc:
-        return Outcome(RunResult.FAILED, outcome.status, f"the agent's status is malformed: {exc}")
-    if reported_by_agent and not _already_recorded(server, status):
-        record_report(server, body)
-    if status.last_succeeded is False or status.failed_key or status.error:
-        return Outcome(RunResult.FAILED, outcome.status, status.error or "the run failed", status.failed_key)
-    return outcome
+    outcomes: dict[int, Outcome] = {}
+    to_record: list[tuple[Server, dict, AgentStatus]] = []
+    for server, answer in batch:
+        outcome = answer.outcome
+        outcomes[server.pk] = outcome
+        if outcome.result == RunResult.UNREACHABLE:
+            mark_unreachable(server, outcome.error)
+            continue
+        if outcome.status is None or outcome.result in (RunResult.TIMEOUT, RunResult.BUSY):
+            continue
+        body = {k: v for k, v in outcome.status.items() if k not in ("running", "progress")}
+        try:
+            status = parse_status(body)
+        except InvalidStatus as exc:
+            outcomes[server.pk] = Outcome(
+                RunResult.FAILED, outcome.status, f"the agent's status is malformed: {exc}"
+            )
+            continue
+        if status.last_succeeded is False or status.failed_key or status.error:
+            outcomes[server.pk] = Outcome(
+                RunResult.FAILED, outcome.status, status.error or "the run failed", status.failed_key
+            )
+        if server.agent_url:
+            to_record.append((server, body, status))
+    recorded = _already_recorded([(server, status) for server, _, status in to_record])
+    record_reports([(server, body) for server, body, _ in to_record if server.pk not in recorded])
+    return outcomes
 
 
-def _already_recorded(server: Server, status) -> bool:
-    """True when the server's recorded status is this one (the agent's own report arrived first)."""
-    if status.last_update is None:
-        return False
-    return Server.objects.filter(
-        pk=server.pk,
-        last_update_at=status.last_update,
-        effective_ns=status.effective_ns,
-        last_succeeded=status.last_succeeded,
-    ).exists()
+def _already_recorded(reports: list[tuple[Server, AgentStatus]]) -> set[int]:
+    """The servers whose recorded status is the one given (the agent's own report arrived first)."""
+    if not reports:
+        return set()
+    rows = Server.objects.filter(pk__in=[server.pk for server, _ in reports]).values_list(
+        "pk", "last_update_at", "effective_ns", "last_succeeded"
+    )
+    current = {pk: (at, ns, ok) for pk, at, ns, ok in rows}
+    return {
+        server.pk
+        for server, status in reports
+        if status.last_update is not None
+        and current.get(server.pk) == (status.last_update, status.effective_ns, status.last_succeeded)
+    }
 
 
 def summarize(results: dict[str, dict]) -> str:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dmsupdate.errors import Conflict
 from dmsupdate.locks import advisory_lock
-from dmsupdate.state.status import parse_status
+from dmsupdate.state.status import AgentStatus, parse_status
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications.models import Dataset
 from publications.replicas import Replica
-from servers.lag import lag_for, lags_of
+from servers.lag import lags_of
 from servers.models import LagHour, RunTrigger, Server, StatusReport
 
 
@@ -33,67 +32,130 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+# Server fields a status report sets (besides those a rebuild's report clears).
+REPORT_FIELDS = (
+    "effective_ns",
+    "rebuild_requested_at",
+    "last_report_at",
+    "last_succeeded",
+    "last_update_at",
+    "failed_key",
+    "last_error",
+    "late_keys",
+    "invalid_keys",
+    "unreachable_since",
+    "unreachable_error",
+)
+
+
 def record_report(server: Server, body: dict, reachable: bool = True) -> StatusReport:
     """Store an agent's status.json report and update the server's last-known status.
 
     Checks the whole report first (dmsupdate.state.status.parse_status): a
     malformed one raises InvalidStatus and changes nothing.
     """
-    status = parse_status(body)
-    body = _without_nul(body)
+    return record_reports([(server, body)], reachable)[0]
+
+
+def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True) -> list[StatusReport]:
+    """Record several servers' reports at once (a fleet job's answers): one statement per table.
+
+    Every report is checked first; one malformed report raises InvalidStatus and
+    nothing is recorded. The servers' rows are locked (in primary-key order, so two
+    batches never wait on each other crosswise) while their status, lag and hourly
+    roll-up are written. Returns the StatusReports in the order of `items`.
+    """
+    checked = [(server.pk, parse_status(body), _without_nul(body)) for server, body in items]
     now = timezone.now()
     with transaction.atomic():
-        server = Server.objects.select_for_update().get(pk=server.pk)
-        if status.effective is not None or status.rebuilt or server.effective_ns is None:
-            server.effective_ns = status.effective_ns
-        if status.rebuilt:
-            server.rebuild_requested_at = None
-        server.last_report_at = now
-        server.last_succeeded = status.last_succeeded
-        server.last_update_at = status.last_update
-        server.failed_key = status.failed_key
-        server.last_error = status.error
-        server.late_keys = status.late
-        server.invalid_keys = status.invalid[:1000]
-        server.unreachable_since = None
-        server.unreachable_error = ""
-        server.save()
-        lag = lag_for(server)
-        report = StatusReport.objects.create(
-            server=server,
-            received_at=now,
-            effective_ns=status.effective_ns,
-            succeeded=status.last_succeeded,
-            reachable=reachable,
-            applied=status.applied,
-            failed_key=status.failed_key,
-            error=status.error,
-            pending_updates=lag.pending_updates,
-            lag_seconds=lag.lag_seconds or 0,
-            body=body,
+        pks = sorted({pk for pk, _, _ in checked})
+        locked = {s.pk: s for s in Server.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
+        for pk, status, _ in checked:
+            _take_status(locked[pk], status, now)
+        Server.objects.bulk_update(locked.values(), REPORT_FIELDS)
+        lags = lags_of(list(locked.values()), now)
+        reports = StatusReport.objects.bulk_create(
+            StatusReport(
+                server_id=pk,
+                received_at=now,
+                effective_ns=status.effective_ns,
+                succeeded=status.last_succeeded,
+                reachable=reachable,
+                applied=status.applied,
+                failed_key=status.failed_key,
+                error=status.error,
+                pending_updates=lags[pk].pending_updates,
+                lag_seconds=lags[pk].lag_seconds or 0,
+                body=body,
+            )
+            for pk, status, body in checked
         )
-        note_lag_hour(server.pk, now, report.pending_updates, report.lag_seconds)
-    return report
+        note_lag_hours([(r.server_id, now, r.pending_updates, r.lag_seconds) for r in reports])
+    return reports
 
 
-def note_lag_hour(server_id: int, when, pending: int, lag_seconds: float) -> None:
+def _take_status(server: Server, status: AgentStatus, now: datetime) -> None:
+    """Set the server's last-known status from a checked report (its row is locked)."""
+    if status.effective is not None or status.rebuilt or server.effective_ns is None:
+        server.effective_ns = status.effective_ns
+    if status.rebuilt:
+        server.rebuild_requested_at = None
+    server.last_report_at = now
+    server.last_succeeded = status.last_succeeded
+    server.last_update_at = status.last_update
+    server.failed_key = status.failed_key
+    server.last_error = status.error
+    server.late_keys = status.late
+    server.invalid_keys = status.invalid[:1000]
+    server.unreachable_since = None
+    server.unreachable_error = ""
+
+
+def note_lag_hour(server_id: int, when: datetime, pending: int, lag_seconds: float) -> None:
     """Fold a report's lag into its hour (servers.models.LagHour); the caller holds the server's row."""
-    hour = int(when.timestamp()) // 3600
-    updated = LagHour.objects.filter(server_id=server_id, hour=hour).update(
-        pending_updates=pending,
-        lag_seconds=lag_seconds,
-        max_pending=Greatest(F("max_pending"), Value(pending)),
-        max_lag_seconds=Greatest(F("max_lag_seconds"), Value(float(lag_seconds))),
+    note_lag_hours([(server_id, when, pending, lag_seconds)])
+
+
+def note_lag_hours(rows: Iterable[tuple[int, datetime, int, float]]) -> None:
+    """Fold reports' lags into their hours: the last report of an hour and the worst one in it.
+
+    The caller holds the servers' rows, so no other writer adds an hour for them meanwhile.
+    """
+    folded: dict[tuple[int, int], LagHour] = {}
+    for server_id, when, pending, lag in rows:
+        hour = int(when.timestamp()) // 3600
+        row = folded.get((server_id, hour))
+        if row is None:
+            folded[(server_id, hour)] = LagHour(
+                server_id=server_id,
+                hour=hour,
+                pending_updates=pending,
+                lag_seconds=lag,
+                max_pending=pending,
+                max_lag_seconds=lag,
+            )
+        else:
+            _fold(row, pending, lag)
+    if not folded:
+        return
+    servers, hours = {k[0] for k in folded}, {k[1] for k in folded}
+    candidates = LagHour.objects.filter(server_id__in=servers, hour__in=hours)
+    existing = [row for row in candidates if (row.server_id, row.hour) in folded]
+    for row in existing:
+        new = folded.pop((row.server_id, row.hour))
+        _fold(row, new.pending_updates, new.lag_seconds, new.max_pending, new.max_lag_seconds)
+    LagHour.objects.bulk_update(
+        existing, ["pending_updates", "lag_seconds", "max_pending", "max_lag_seconds"]
     )
-    if not updated:
-        LagHour.objects.create(
-            server_id=server_id,
-            hour=hour,
-            pending_updates=pending,
-            lag_seconds=lag_seconds,
-            max_pending=pending,
-            max_lag_seconds=lag_seconds,
-        )
+    LagHour.objects.bulk_create(folded.values())
+
+
+def _fold(
+    row: LagHour, pending: int, lag: float, max_pending: int | None = None, max_lag: float | None = None
+) -> None:
+    row.pending_updates, row.lag_seconds = pending, lag
+    row.max_pending = max(row.max_pending, pending if max_pending is None else max_pending)
+    row.max_lag_seconds = max(row.max_lag_seconds, lag if max_lag is None else max_lag)
 
 
 def mark_unreachable(server: Server, error: str) -> None:
