@@ -13,9 +13,8 @@ bench_trigger measures the same with 50 real agents.
 
 Where the time goes is in the table: before the first call (the job opening its
 runs), the spread of the calls (starting the threads), and after the last answer
-(recording answers still queued: each is a status report with its lag, an update
-run and a transaction); with 1,000 agents answering within two seconds the
-recording is what the job waits for.
+(recording the answers still queued: the answers that arrived since the job's last
+wake-up are recorded together, a fixed number of statements per batch).
 
     python -m bench.bench_trigger_fleet [--agents 200,1000] [--rounds 3]
 """
