@@ -164,21 +164,10 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
     last_hour = int(now.timestamp()) // 3600
     first = last_hour - hours + 1
     buckets: dict[int, list[tuple[float, float] | None]] = defaultdict(lambda: [None] * hours)
-    rows = LagHour.objects.filter(hour__gte=first, hour__lte=last_hour)
-    if connection.vendor == "postgresql":
-        # One array parameter, not one placeholder per server: the driver parses the statement
-        # text, and hundreds of placeholders cost more than the query.
-        rows = rows.extra(where=[f"{LagHour._meta.db_table}.server_id = ANY(%s)"], params=[ids])
-    else:
-        rows = rows.filter(server_id__in=ids)
-    query, params = rows.values_list(
-        "server_id", "hour", "max_lag_seconds", "lag_seconds"
-    ).query.sql_with_params()
-    # Through a bare cursor: thousands of rows through the ORM's iterator cost more than the query.
-    with connection.cursor() as cur:
-        cur.execute(query, params)
-        for server_id, hour, worst, last in cur.fetchall():
-            buckets[server_id][hour - first] = (worst, last)
+    for server_id, offsets, worst, last in _lag_hours(ids, first, last_hour):
+        values = buckets[server_id]
+        for i, w, v in zip(offsets, worst, last, strict=True):
+            values[i] = (w, v)
     history = {}
     for server_id, values in buckets.items():
         previous = None
@@ -189,6 +178,35 @@ def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOU
                 previous = value[1]
         history[server_id] = values
     return history
+
+
+def _lag_hours(
+    ids: list[int], first: int, last: int
+) -> list[tuple[int, list[int], list[float], list[float]]]:
+    """Per server: the offsets from `first` of its hours in [first, last], each hour's worst and last lag.
+
+    On PostgreSQL one row per server with three arrays (the driver decodes arrays far
+    faster than thousands of rows); elsewhere rows folded here.
+    """
+    table = LagHour._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                f"""SELECT server_id, array_agg(hour - %s), array_agg(max_lag_seconds), array_agg(lag_seconds)
+                    FROM {table} WHERE hour BETWEEN %s AND %s AND server_id = ANY(%s) GROUP BY server_id""",
+                [first, first, last, ids],
+            )
+            return cur.fetchall()
+    folded: dict[int, tuple[list[int], list[float], list[float]]] = defaultdict(lambda: ([], [], []))
+    rows = LagHour.objects.filter(hour__gte=first, hour__lte=last, server_id__in=ids)
+    for server_id, hour, worst, lag in rows.values_list(
+        "server_id", "hour", "max_lag_seconds", "lag_seconds"
+    ):
+        offsets, worsts, lags = folded[server_id]
+        offsets.append(hour - first)
+        worsts.append(worst)
+        lags.append(lag)
+    return [(server_id, *values) for server_id, values in folded.items()]
 
 
 # What the fleet page reads of each server: its state inputs (servers.lag.state_of)

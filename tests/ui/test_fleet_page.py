@@ -175,7 +175,7 @@ def test_pending_counts_beyond_the_cap_read_as_a_floor(viewer_client, ui_dataset
 
 def test_fleet_pending_counts_match_the_lag_service(fleet, ui_dataset, updates, add_server):
     from servers.dashboard import fleet as fleet_sections
-    from servers.services import lag_for
+    from servers.lag import lag_for
 
     Server.objects.create(name="newcomer", dataset=ui_dataset)
     add_server(ui_dataset, "between", updates[2].effective_ns + 1)
