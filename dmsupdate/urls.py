@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from operations import metrics, views
@@ -25,6 +25,7 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    re_path(r"^api/", views.not_found),  # JSON 404 for any other /api/ path, in debug mode too
     path("", include("servers.urls")),
     path("", include("accounts.urls")),
     path("", include("publications.urls")),

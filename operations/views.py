@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
 
 from dmsupdate.api import json_error
 
@@ -27,11 +28,26 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """404: JSON for the API, a page with a way home for everything else."""
+    """404: JSON for the API, a page with a way home for everything else.
+
+    Also the view of every /api/ path no route takes, so that the API answers JSON even
+    where Django would show its debug page or redirect to the path with a slash (which
+    loses a POST's body).
+    """
     if _wants_json(request):
-        return json_error("not_found", f"nothing at {request.path}", 404)
+        detail = f"nothing at {request.path}"
+        if not request.path.endswith("/") and _resolves(request.path + "/"):
+            detail += f"; did you mean {request.path}/ ?"
+        return json_error("not_found", detail, 404)
     body = render_to_string("404.html", {"path": request.path}, request=request)
     return HttpResponse(body, status=404)
+
+
+def _resolves(path: str) -> bool:
+    try:
+        return resolve(path).func is not not_found
+    except Resolver404:
+        return False
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
