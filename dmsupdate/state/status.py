@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dmsupdate.state.fingerprint import InvalidFingerprint, parse_fingerprint
 from dmsupdate.state.keys import EARLIEST, LATEST, EffectiveTime, InvalidKey
 
 # Field name -> the JSON type it holds (read by the API schema); the order is status.json's.
@@ -219,9 +220,10 @@ def parse_status(body: Any) -> AgentStatus:
     last_run = body.get("lastRun")
     if last_run is not None and last_run not in RUN_KINDS:
         raise InvalidStatus("lastRun must be 'update', 'rebuild' or null")
-    fingerprint = body.get("fingerprint")
-    if fingerprint is not None and not isinstance(fingerprint, dict):
-        raise InvalidStatus("fingerprint must be an object or null")
+    try:
+        fingerprint = parse_fingerprint(body.get("fingerprint"))
+    except InvalidFingerprint as exc:
+        raise InvalidStatus(str(exc)) from exc
     return AgentStatus(
         effective=parse_effective(body.get("effectiveDate")),
         recent=_keys("recent", body.get("recent")),
