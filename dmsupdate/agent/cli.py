@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-scan", action="store_true", help="list the whole root and report late keys")
     sub.add_parser("rebuild", parents=[common], help="new database from the newest image/dump, then replay")
     sub.add_parser("status", parents=[common], help="print status.json")
-    p = sub.add_parser("serve", parents=[common], help="HTTP: GET /status, POST /update, POST /rebuild")
+    p = sub.add_parser("verify", parents=[common], help="compute the full fingerprint of the store now")
+    p.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
+    p = sub.add_parser(
+        "serve", parents=[common], help="HTTP: GET /status, POST /update, POST /rebuild, POST /verify"
+    )
     p.add_argument("--bind", default="127.0.0.1:8586", metavar="HOST:PORT", help="default 127.0.0.1:8586")
     p = sub.add_parser("watch", parents=[common], help="poll and update forever (with jitter)")
     p.add_argument(
@@ -144,6 +148,19 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK if status.get("lastSucceeded") else EXIT_FAILED
     if args.command == "status":
         _print_json(runner.status())
+        return EXIT_OK
+    if args.command == "verify":
+        fingerprint = runner.verify()["fingerprint"]
+        if args.json:
+            _print_json(fingerprint)
+            return EXIT_OK
+        print(
+            f"effective time {fingerprint['effectiveDate'] or '-'}, computed at {fingerprint['computedAt']}"
+        )
+        for graph, entry in fingerprint["graphs"].items():
+            print(f"{entry['hash']}  {entry['triples']:>12}  {graph or '(default graph)'}")
+        total = fingerprint["total"]
+        print(f"total {total['triples']} triples, {total['hash']}")
         return EXIT_OK
     if args.command == "serve":
         from dmsupdate.agent.serve import parse_bind, serve_forever

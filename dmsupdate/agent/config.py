@@ -17,6 +17,7 @@ DEFAULT_LOG_AREA = "/var/opt/dms-update"
 DEFAULT_BINDIR = "/opt/dms-update/bin"
 DEFAULT_WINDOW_HOURS = 24.0
 DEFAULT_LOCK_TIMEOUT = 30.0
+FINGERPRINT_MODES = ("counts", "full", "off")
 
 
 class ConfigError(Exception):
@@ -59,6 +60,7 @@ class Config:
     controlplane: ControlPlane | None = None
     agent_token: str | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    fingerprint: str = "counts"
 
     @staticmethod
     def default_path() -> str:
@@ -151,6 +153,10 @@ class Config:
         window_hours = number("window_hours", DEFAULT_WINDOW_HOURS, 0, strict=True)
         lock_timeout = number("lock_timeout", DEFAULT_LOCK_TIMEOUT, 0, strict=False)
         agent_token = text("agent_token")
+        fingerprint = data.get("fingerprint", "counts")
+        if fingerprint not in FINGERPRINT_MODES:
+            problems.append(f"fingerprint: must be one of counts, full, off, not {json.dumps(fingerprint)}")
+            fingerprint = "counts"
         controlplane = None
         raw_cp = data.get("controlplane")
         if raw_cp is not None:
@@ -189,6 +195,7 @@ class Config:
             controlplane=controlplane,
             agent_token=agent_token,
             lock_timeout=lock_timeout,
+            fingerprint=fingerprint,
         )
 
     @property
@@ -209,6 +216,11 @@ class Config:
     @property
     def lock_path(self) -> Path:
         return Path(self.log_area) / "lock"
+
+    @property
+    def fingerprint_path(self) -> Path:
+        """The embedded store's kept fingerprint (dmsupdate.agent.kept_fingerprint)."""
+        return Path(self.log_area) / "fingerprint.json"
 
     @property
     def ledger_path(self) -> Path:

@@ -36,7 +36,9 @@ from dmsupdate.agent.images import (
     unpack_image,
     unpack_limit,
 )
+from dmsupdate.agent.kept_fingerprint import Changes
 from dmsupdate.agent.screening import read_update, screen_rdfxml
+from dmsupdate.agent.update_scope import touched_graphs
 from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from dmsupdate.state.plan import LedgerState, PlanEntry
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, open_verified
@@ -104,6 +106,8 @@ class EmbeddedBackend:
     def __init__(self, db_dir: Path) -> None:
         self.db_dir = db_dir
         self._store: ox.Store | None = None
+        # What this backend's operations may have changed (read by the kept fingerprint).
+        self.changes = Changes()
 
     @property
     def store(self) -> ox.Store:
@@ -163,6 +167,8 @@ class EmbeddedBackend:
         """Run one update operation and record it (and the keys it settles) in the same transaction."""
         record = ledger_quads((entry.key, *entry.settles))
         store = self.store
+        if entry.op in ("drop", "add", "replace"):
+            self.changes.graph(entry.graph or "")
         try:
             if entry.op == "drop":
                 store.update(f"DROP SILENT GRAPH {_graph(entry)} ;\n{_insert_data(record)}")
@@ -179,6 +185,7 @@ class EmbeddedBackend:
 
     def _sparql_update(self, text: str, record: list[ox.Quad]) -> None:
         insert = _insert_data(record)
+        self.changes.these(touched_graphs(text))
         try:
             self.store.update(f"{text}\n;\n{insert}")
             return
@@ -226,6 +233,7 @@ class EmbeddedBackend:
         """Build a new database from an image or dump beside the current one, then swap it in."""
         if entry.info is None:
             raise OperationFailed("no object information for this key")
+        self.changes.all()
         self.close()
         recover_swap(self.db_dir)
         incoming = sibling(self.db_dir, "incoming")

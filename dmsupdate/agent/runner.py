@@ -13,9 +13,11 @@ from dmsupdate.agent import version
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.embedded import EmbeddedBackend
 from dmsupdate.agent.errors import AgentError, Throttled
+from dmsupdate.agent.kept_fingerprint import KeptFingerprint
 from dmsupdate.agent.progress import CountingStore, RunProgress, store_facts
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
+from dmsupdate.agent.sparql_fingerprint import endpoint_fingerprint
 from dmsupdate.agent.status import RunLock, read_status, write_status
 from dmsupdate.state.keys import EffectiveTime, InvalidKey, parse_key, window_start_key
 from dmsupdate.state.plan import (
@@ -60,21 +62,53 @@ class Runner:
         """The plan with the late and invalid keys the listing revealed."""
         with self.lock():
             backend = self._backend()
+            kept = self._kept()  # opening the store changes its files: keep the fingerprint valid
             try:
                 plan, _opt, _state = self._make_plan(backend, self._source(), full_scan=False, rebuild=False)
             finally:
                 backend.close()
+                if kept is not None:
+                    kept.save()
         return plan
 
-    def update(self, full_scan: bool = False) -> dict[str, Any]:
-        """Catch up (bootstrapping when needed); return the final status."""
+    def update(self, full_scan: bool = False, verify: bool = False) -> dict[str, Any]:
+        """Catch up (bootstrapping when needed); return the final status.
+
+        With `verify` the fingerprint is the full one, from a scan of the whole store (`watch`, daily).
+        """
         with self.lock():
-            return self.run_locked("update", full_scan=full_scan)
+            return self.run_locked("update", full_scan=full_scan, verify=verify)
 
     def rebuild(self) -> dict[str, Any]:
         """New database from the newest image/dump, then replay; return the final status."""
         with self.lock():
             return self.run_locked("rebuild")
+
+    def verify(self) -> dict[str, Any]:
+        """Compute the full fingerprint now by a scan of the whole store; return the status holding it."""
+        with self.lock():
+            return self.verify_locked()
+
+    def verify_locked(self) -> dict[str, Any]:
+        """`verify` for a caller holding the lock: record the fingerprint in status.json and report it."""
+        path = self.config.status_path
+        status = read_status(path)
+        backend = self._backend(status)
+        kept = self._kept()
+        try:
+            fingerprint = self._fingerprint(backend, kept, status, "full", rescan=True)
+        finally:
+            backend.close()
+            if kept is not None:
+                kept.save()
+        if fingerprint is None:
+            raise AgentError(
+                f"there is no database at {self.config.db_dir} yet: run `dms-update update` first"
+            )
+        status["fingerprint"] = fingerprint
+        write_status(path, status)
+        self._report(status)
+        return status
 
     def status(self) -> dict[str, Any]:
         """status.json, with `running` telling whether a run holds the lock now."""
@@ -132,7 +166,7 @@ class Runner:
         listing = source.list("updates/", start_after=start_after)
         return build_plan(listing, state, window, until=until), None, state
 
-    def run_locked(self, kind: str, full_scan: bool = False) -> dict[str, Any]:
+    def run_locked(self, kind: str, full_scan: bool = False, verify: bool = False) -> dict[str, Any]:
         """Perform an update or rebuild; the caller holds the lock. Returns the final status."""
         self.retry_after = None
         self.throttled = False
@@ -145,22 +179,67 @@ class Runner:
         status.update(running=True, applied=0, lastRun=kind, skipped=[], agentVersion=version())
         write_status(path, status)
         backend = self._backend(status)
+        kept = self._kept()
         try:
             self._perform(kind, full_scan, backend, status)
         finally:
             if self._shown is not None:
                 self._shown.close()
+            mode = "full" if verify else self.config.fingerprint
+            try:
+                status["fingerprint"] = self._fingerprint(backend, kept, status, mode, rescan=verify)
+            except Exception as exc:  # a fingerprint that cannot be computed never fails the run
+                log.warning("could not compute the fingerprint: %s", exc)
+                status["fingerprint"] = None
+                if kept is not None:
+                    kept.graphs = None
             status["store"] = self._store_facts(backend, status)
             backend.close()
+            if kept is not None:
+                kept.save()
             status.update(running=False, progress=None, lastUpdate=now_iso())
             write_status(path, status)
+        self._report(status)
+        return status
+
+    def _kept(self) -> KeptFingerprint | None:
+        """The embedded store's kept fingerprint, taken before the store opens (None: nothing to keep)."""
+        if not self.config.embedded or self.config.fingerprint == "off" or self.config.db_dir is None:
+            if self.config.embedded:
+                self.config.fingerprint_path.unlink(missing_ok=True)  # it would go stale
+            return None
+        kept = KeptFingerprint(self.config.fingerprint_path, self.config.db_dir)
+        kept.take()
+        return kept
+
+    def _fingerprint(
+        self, backend: Backend, kept: KeptFingerprint | None, status: dict[str, Any], mode: str, rescan: bool
+    ) -> dict[str, Any] | None:
+        """status.json `fingerprint` in `mode` (None when `off`, or when there is no database yet)."""
+        effective = status.get("effectiveDate")
+        if mode == "off":
+            return None
+        if isinstance(backend, SparqlBackend):
+            return endpoint_fingerprint(backend, mode, effective)
+        db_dir = self.config.db_dir
+        if db_dir is None or not db_dir.is_dir() or not any(db_dir.iterdir()):
+            return None
+        if kept is None:
+            kept = KeptFingerprint(self.config.fingerprint_path, db_dir)
+        if rescan:
+            kept.rescan(backend.store)
+        else:
+            kept.refresh(backend.store, backend.changes)
+        return kept.fingerprint(mode, effective)
+
+    def _report(self, status: dict[str, Any]) -> None:
+        """Send status.json to the control plane, when one is configured."""
         if self.config.controlplane is not None:
             answer = report_status(self.config.controlplane, status)
             if answer.retry_after is not None:
                 self._note_throttle(answer.retry_after)
             # A pull agent learns of a rebuild an admin asked for from the report's answer.
             self.rebuild_requested = answer.rebuild
-        return status
 
     def _store_facts(self, backend: Backend, status: dict[str, Any]) -> dict[str, Any] | None:
         """status.json `store`; an unchanged store keeps its last count (a full count is a scan)."""

@@ -1,7 +1,7 @@
 """`dms-update serve`: the HTTP trigger the control plane's trigger-and-wait job calls.
 
-GET /status → 200 status.json plus `running`; POST /update and POST /rebuild
-start a run in a background thread (409 when one is running; `?wait=SECONDS`
+GET /status → 200 status.json plus `running`; POST /update, POST /rebuild and
+POST /verify (the full fingerprint, by a scan of the store) start a run in a background thread (409 when one is running; `?wait=SECONDS`
 answers 200 with the final status if the run ends in time, else 202). When
 `agent_token` is configured every request needs `Authorization: Bearer <token>`
 (or `Token <token>`). Errors are JSON `{"error", "detail"}`, never a traceback.
@@ -70,7 +70,10 @@ class AgentService:
 
         def run() -> None:
             try:
-                self.last_status = self.runner.run_locked(kind)
+                if kind == "verify":
+                    self.last_status = self.runner.verify_locked()
+                else:
+                    self.last_status = self.runner.run_locked(kind)
             except Exception:  # the thread must never die silently
                 log.exception("%s run crashed", kind)
             finally:
@@ -136,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
-            routes = {"/status": ("GET",), "/update": ("POST",), "/rebuild": ("POST",)}
+            routes = {"/status": ("GET",), "/update": ("POST",), "/rebuild": ("POST",), "/verify": ("POST",)}
             if path not in routes:
                 self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint: {url.path}")
                 return

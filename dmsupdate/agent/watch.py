@@ -3,7 +3,8 @@
 Each pause is the interval with random jitter (±20 %) so a fleet does not poll
 in lockstep. When anything the run called answered 429/503, the next pause is
 at least its Retry-After and doubles on each consecutive throttled run (capped).
-Once a day the run is a full scan, which reports late keys. When the control
+Once a day the run is a full scan, which reports late keys, and its fingerprint
+is the full one from a scan of the whole store (a hand edit shows there). When the control
 plane answers a report with a rebuild request, the next run is a rebuild.
 """
 
@@ -63,7 +64,7 @@ class Watcher:
                 log.info("the control plane asked for a rebuild")
                 status = self.runner.rebuild()
             else:
-                status = self.runner.update(full_scan=full)
+                status = self.runner.update(full_scan=full, verify=full)
             if full and status.get("lastSucceeded"):
                 self.last_full_scan = now
         except Busy as exc:

@@ -93,16 +93,16 @@ def test_watch_honours_retry_after_from_the_control_plane(file_state, make_confi
     assert sleeps == [90]
 
 
-def test_watch_jitters_its_interval_and_full_scans_once_a_day(file_state, make_config, tmp_path):
+def test_watch_jitters_its_interval_and_full_scans_and_verifies_once_a_day(file_state, make_config, tmp_path):
     file_state.publish_image(0, [], tmp_path)
     config = make_config(file_state)
     now = [0.0]
-    calls: list[bool] = []
+    calls: list[tuple[bool, bool]] = []
 
     class Recording(Runner):
-        def update(self, full_scan: bool = False):
-            calls.append(full_scan)
-            return super().update(full_scan=full_scan)
+        def update(self, full_scan: bool = False, verify: bool = False):
+            calls.append((full_scan, verify))
+            return super().update(full_scan=full_scan, verify=verify)
 
     randoms = iter([0.0, 1.0, 0.5, 0.25])
     watcher = Watcher(
@@ -117,7 +117,8 @@ def test_watch_jitters_its_interval_and_full_scans_once_a_day(file_state, make_c
     pauses += [watcher.run_once() for _ in range(2)]
 
     assert pauses == [80, 120, 100, 90]
-    assert calls == [True, False, True, False]
+    # The daily full scan also computes the full fingerprint by a scan of the whole store.
+    assert calls == [(True, True), (False, False), (True, True), (False, False)]
 
 
 def test_watch_rebuilds_when_the_control_plane_answers_a_report_with_a_rebuild_request(
