@@ -47,7 +47,7 @@ def graph_counts(backend: SparqlBackend) -> dict[str, int]:
     response = _query(backend, COUNTS_QUERY, RESULTS_JSON)
     try:
         rows = response.json()["results"]["bindings"]
-        counts = {}
+        counts: dict[str, int] = {}
         for row in rows:
             graph = row.get("g", {}).get("value", "")
             n = int(row["n"]["value"])
