@@ -26,7 +26,7 @@ class RegistryCollector:
         from jobs.models import Job
         from publications.models import Dataset, PublicationEvent, StateObject
         from servers.lag import lags_of
-        from servers.models import Server
+        from servers.models import Agreement, Server
 
         lag = GaugeMetricFamily(
             "dmsupdate_server_lag_seconds",
@@ -48,6 +48,11 @@ class RegistryCollector:
             "Updates the server still needs that are gone from the bucket (a gap: restore or rebuild)",
             labels=["dataset", "server"],
         )
+        diverged = GaugeMetricFamily(
+            "dmsupdate_server_diverged_graphs",
+            "Graphs whose fingerprint differs from the other servers' (or the image's) at the same effective time",
+            labels=["dataset", "server"],
+        )
         servers = list(Server.objects.select_related("dataset"))
         lags = lags_of(servers)
         for server in servers:
@@ -58,7 +63,26 @@ class RegistryCollector:
             pending.add_metric(labels, figures.pending_updates)
             state.add_metric([*labels, figures.state], 1)
             missing.add_metric(labels, figures.missing_updates)
-        yield from (lag, pending, state, missing)
+            differing = (
+                (server.divergence or {}).get("graphs_differing", 0) if server.diverged_ns is not None else 0
+            )
+            diverged.add_metric(labels, differing)
+        yield from (lag, pending, state, missing, diverged)
+
+        agreeing = GaugeMetricFamily(
+            "dmsupdate_dataset_servers_agreeing",
+            "Servers whose fingerprints agree at the dataset's newest comparable effective time",
+            labels=["dataset"],
+        )
+        compared = GaugeMetricFamily(
+            "dmsupdate_dataset_servers_compared",
+            "Servers compared at the dataset's newest comparable effective time",
+            labels=["dataset"],
+        )
+        for agreement in Agreement.objects.select_related("dataset"):
+            agreeing.add_metric([agreement.dataset.name], agreement.agreeing)
+            compared.add_metric([agreement.dataset.name], agreement.compared)
+        yield from (agreeing, compared)
 
         jobs = CounterMetricFamily(
             "dmsupdate_jobs", "Background jobs by kind and status", labels=["kind", "status"]

@@ -5,7 +5,8 @@ as every data server) against the dataset root in a scratch directory: the
 newest image or dump, then every later update. The resulting store is written
 as `images/{date}/{time}/dmsupdate_image.tgz` and `..._dump.nq.gz`, stamped with
 the effective time of the last update it includes, so a server bootstrapped
-from it replays only what came after.
+from it replays only what came after. Both rows keep the store's full
+fingerprint (DESIGN §5b): what every server at that effective time must hold.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from django.utils import timezone
 
 from audit.services import record
 from dmsupdate.agent.config import Config, ConfigError
+from dmsupdate.agent.fingerprint_scan import scan_store
 from dmsupdate.agent.images import LEDGER_GRAPH, pack_image, write_dump
 from dmsupdate.agent.runner import Runner
+from dmsupdate.state.fingerprint import build_fingerprint
 from dmsupdate.state.keys import EffectiveTime, format_key, parse_key
+from dmsupdate.state.status import now_iso
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, StoreError
 from jobs.models import Job
 from jobs.services import progress
@@ -87,13 +91,18 @@ def replay_into_scratch(dataset: Dataset, scratch: Path) -> tuple[dict, Path]:
     return status, config.db_dir
 
 
-def write_files(store_dir: Path, scratch: Path) -> tuple[BuiltFile, BuiltFile, int]:
-    """Write the image (tgz) and the dump (nq.gz) of a closed store; return them and the quad count."""
+def write_files(
+    store_dir: Path, scratch: Path, effective: EffectiveTime
+) -> tuple[BuiltFile, BuiltFile, int, dict[str, Any]]:
+    """Write the image (tgz) and the dump (nq.gz) of a closed store; return them, the quad count
+    and the store's full fingerprint."""
     # The replay's ledger is the builder's bookkeeping, not data: servers installing the
     # image start their own ledger, so the image carries none.
     store = ox.Store(str(store_dir))
     store.remove_graph(LEDGER_GRAPH)
     store.flush()
+    graphs = {g: (summed.triples, summed.hash) for g, summed in scan_store(store).items()}
+    fingerprint = build_fingerprint(graphs, "full", effective.path, now_iso())
     del store
     gc.collect()
     image_path, dump_path = scratch / "image.tgz", scratch / "dump.nq.gz"
@@ -101,11 +110,13 @@ def write_files(store_dir: Path, scratch: Path) -> tuple[BuiltFile, BuiltFile, i
         pack_image(store_dir, f)
     with dump_path.open("wb") as f:
         quads = write_dump(store_dir, f)
-    return BuiltFile.of(image_path), BuiltFile.of(dump_path), quads
+    return BuiltFile.of(image_path), BuiltFile.of(dump_path), quads, fingerprint
 
 
-def upload(dataset: Dataset, key: str, built: BuiltFile) -> ObjectInfo:
-    """Upload one built file under a new key (never overwrites) and register it `published`."""
+def upload(
+    dataset: Dataset, key: str, built: BuiltFile, fingerprint: dict[str, Any] | None = None
+) -> ObjectInfo:
+    """Upload one built file under a new key (never overwrites) and register it `published`, with its fingerprint."""
     store = dataset.open_store()
     try:
         with built.path.open("rb") as body:
@@ -126,6 +137,7 @@ def upload(dataset: Dataset, key: str, built: BuiltFile) -> ObjectInfo:
         "error": "",
         "last_seen": now,
         "state_changed_at": now,
+        "fingerprint": fingerprint,
     }
     with transaction.atomic():
         StateObject.objects.update_or_create(
@@ -165,7 +177,7 @@ def build_image(
             return {"built": False, "effective": effective.path, "summary": summary}
         if job:
             progress(job, 60, f"writing the image and dump at {effective.path}")
-        image, dump, quads = write_files(store_dir, scratch)
+        image, dump, quads, fingerprint = write_files(store_dir, scratch, effective)
         keys = {
             "dump": format_key(effective, IMAGE_LABEL, "dump"),
             "image": format_key(effective, IMAGE_LABEL, "image"),
@@ -173,7 +185,7 @@ def build_image(
         if job:
             progress(job, 80, "uploading")
         for op, built in (("dump", dump), ("image", image)):
-            upload(dataset, keys[op], built)
+            upload(dataset, keys[op], built, fingerprint)
         result = {
             "built": True,
             "effective": effective.path,
@@ -182,6 +194,7 @@ def build_image(
             "image_size": image.size,
             "dump_size": dump.size,
             "quads": quads,
+            "fingerprint": fingerprint["total"],
             "from": status.get("image"),
             "updates_applied": max(0, int(status.get("applied") or 0) - 1),
             "summary": f"{dataset.name}: image and dump at {effective.path} ({quads} quads)",

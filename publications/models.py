@@ -104,6 +104,8 @@ class StateObject(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     state_changed_at = models.DateTimeField(null=True, blank=True)
+    # An image's fingerprint (DESIGN §5b), recorded by build_image: what servers at its time must hold.
+    fingerprint = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["dataset", "key"], name="unique_key_per_dataset")]

@@ -23,7 +23,7 @@ from django.utils import timezone
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
-from servers.models import LagHour, Server, ServerState
+from servers.models import Agreement, LagHour, Server, ServerState
 
 # Pending updates are counted up to this many per server on the fleet page and shown
 # as "1,000+" beyond: the page reads each dataset's newest update times once and
@@ -62,6 +62,7 @@ class DatasetFleet:
     first: int = 0  # index of the first row shown among them
     jobs: list = field(default_factory=list)  # its dataset-wide jobs, running or just ended
     head_publication: int | None = None  # the publication of the head, when it was published here
+    agreement: Agreement | None = None  # "k of N servers agree at <time>" (servers.fingerprints)
 
     @property
     def head_at(self) -> datetime | None:
@@ -287,6 +288,8 @@ def fleet(
     _draw_sparklines(sections.values(), now)
     _attach_jobs(sections, now)
     _link_heads(sections)
+    for agreement in Agreement.objects.filter(dataset_id__in=list(sections)):
+        sections[agreement.dataset_id].agreement = agreement
     return list(sections.values())
 
 

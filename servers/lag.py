@@ -108,6 +108,7 @@ LAG_FIELDS = (
     "rebuild_requested_at",
     "apply_ops",
     "apply_seconds",
+    "diverged_ns",
 )
 
 
@@ -241,6 +242,9 @@ def state_of(server: Any, pending: int, now: datetime, missing: int = 0) -> str:
     # resolve by waiting: both need an admin (restore the objects, or rebuild).
     if server.last_succeeded is False or server.late_keys or missing:
         return ServerState.FAILING
+    # Its data differs from the other servers' (or the image's) at the same effective time.
+    if server.diverged_ns is not None:
+        return ServerState.DIVERGED
     if server.last_report_at is None or pending > 0:
         return ServerState.BEHIND
     return ServerState.OK

@@ -21,6 +21,7 @@ class ServerState(ColouredChoices):
     UNREACHABLE = "unreachable", "bad", "unreachable"
     REBUILDING = "rebuilding", "info", "rebuilding"
     DISABLED = "disabled", "mute", "disabled"
+    DIVERGED = "diverged", "bad", "diverged"
 
 
 class Server(models.Model):
@@ -55,6 +56,13 @@ class Server(models.Model):
     # weighing less): `catch_up_seconds` (DESIGN §6) is its pending updates at this rate.
     apply_ops = models.FloatField(default=0, db_default=0)
     apply_seconds = models.FloatField(default=0, db_default=0)
+    # The newest fingerprint the agent reported (DESIGN §5b) and the effective time it describes.
+    fingerprint = models.JSONField(null=True, blank=True)
+    fingerprint_ns = models.BigIntegerField(null=True, blank=True)
+    # Set when its fingerprint disagreed with the other servers (or the image) at this effective
+    # time; `divergence` then holds the comparison (servers.fingerprints). Cleared by agreement or a rebuild.
+    diverged_ns = models.BigIntegerField(null=True, blank=True)
+    divergence = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -156,6 +164,24 @@ class LagHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.server_id} @ hour {self.hour}"
+
+
+class Agreement(models.Model):
+    """How many servers of a dataset held the same data at the newest effective time they could be compared."""
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="agreement")
+    effective_ns = models.BigIntegerField()
+    agreeing = models.IntegerField(help_text="servers that agree with the majority (or the image)")
+    compared = models.IntegerField(help_text="servers whose fingerprints were compared at that time")
+    with_image = models.BooleanField(default=False, help_text="compared with the image built for that time")
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.agreeing} of {self.compared} agree ({self.dataset_id})"
+
+    @property
+    def effective(self) -> EffectiveTime:
+        return EffectiveTime(self.effective_ns)
 
 
 class RunResult(ColouredChoices):

@@ -17,6 +17,7 @@ from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications.models import Dataset
 from publications.replicas import Replica
+from servers.fingerprints import compare_after_reports, note_fingerprint
 from servers.lag import lags_of
 from servers.models import LagHour, RunTrigger, Server, StatusReport
 
@@ -45,6 +46,10 @@ REPORT_FIELDS = (
     "invalid_keys",
     "unreachable_since",
     "unreachable_error",
+    "fingerprint",
+    "fingerprint_ns",
+    "diverged_ns",
+    "divergence",
 )
 
 
@@ -73,6 +78,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
         for pk, status, _ in checked:
             _take_status(locked[pk], status, now)
         Server.objects.bulk_update(locked.values(), REPORT_FIELDS)
+        compare_after_reports([(locked[pk], status) for pk, status, _ in checked])
         lags = lags_of(list(locked.values()), now)
         reports = StatusReport.objects.bulk_create(
             StatusReport(
@@ -109,6 +115,7 @@ def _take_status(server: Server, status: AgentStatus, now: datetime) -> None:
     server.invalid_keys = status.invalid[:1000]
     server.unreachable_since = None
     server.unreachable_error = ""
+    note_fingerprint(server, status)
 
 
 def note_lag_hour(server_id: int, when: datetime, pending: int, lag_seconds: float) -> None:

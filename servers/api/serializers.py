@@ -15,7 +15,32 @@ from servers.models import Server
 
 # What the server list reads of each server (named rows, not model instances): the output
 # fields and what servers.lag.state_of needs.
-LIST_FIELDS = ("pk", "name", "dataset_name", *LAG_FIELDS, "failed_key", "last_error", "created_at")
+LIST_FIELDS = (
+    "pk",
+    "name",
+    "dataset_name",
+    *LAG_FIELDS,
+    "failed_key",
+    "last_error",
+    "created_at",
+    "fingerprint_ns",
+    "fingerprint_mode",
+    "fingerprint_total",
+    "divergence",
+)
+
+
+def fingerprint_summary(server) -> dict | None:
+    """The newest fingerprint's time, mode and total (the graphs stay in the reports)."""
+    if server.fingerprint_ns is None:
+        return None
+    total = getattr(server, "fingerprint_total", None) or {}
+    return {
+        "effective_time": iso(server.fingerprint_ns),
+        "mode": getattr(server, "fingerprint_mode", None),
+        "triples": total.get("triples"),
+        "hash": total.get("hash"),
+    }
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -33,6 +58,12 @@ class ServerSerializer(serializers.ModelSerializer):
     )
     effective_time = serializers.SerializerMethodField()
     error = serializers.CharField(source="last_error", read_only=True)
+    fingerprint = serializers.SerializerMethodField(
+        help_text="the newest fingerprint reported: effective_time, mode, triples, hash"
+    )
+    divergence = serializers.SerializerMethodField(
+        help_text="when diverged: the comparison, with each differing graph's triples and hash beside the reference's"
+    )
 
     class Meta:
         model = Server
@@ -56,6 +87,8 @@ class ServerSerializer(serializers.ModelSerializer):
             "rebuild_requested_at",
             "unreachable_since",
             "created_at",
+            "fingerprint",
+            "divergence",
         ]
         read_only_fields = [f for f in fields if f not in ("name", "dataset", "agent_url")]
 
@@ -100,7 +133,17 @@ class ServerSerializer(serializers.ModelSerializer):
             "rebuild_requested_at": when(server.rebuild_requested_at),
             "unreachable_since": when(server.unreachable_since),
             "created_at": when(server.created_at),
+            "fingerprint": fingerprint_summary(server),
+            "divergence": server.divergence if server.diverged_ns is not None else None,
         }
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_fingerprint(self, server: Server) -> dict | None:
+        return fingerprint_summary(server)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_divergence(self, server: Server) -> dict | None:
+        return server.divergence if server.diverged_ns is not None else None
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_state(self, server: Server) -> str:

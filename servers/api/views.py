@@ -61,7 +61,11 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     filterset_class = ServerFilter
 
     def get_queryset(self) -> QuerySet[Server]:
-        return Server.objects.annotate(dataset_name=F("dataset__name")).order_by("dataset__name", "name")
+        return Server.objects.annotate(
+            dataset_name=F("dataset__name"),
+            fingerprint_mode=F("fingerprint__mode"),
+            fingerprint_total=F("fingerprint__total"),
+        ).order_by("dataset__name", "name")
 
     def list(self, request: Request, *args, **kwargs) -> Response:
         listed = self.filter_queryset(self.get_queryset()).values_list(*LIST_FIELDS, named=True)
