@@ -52,7 +52,10 @@ def test_the_kept_fingerprint_equals_a_full_scan_after_every_kind_of_operation(
     assert kept["mode"] == "full" and kept["effectiveDate"] == status["effectiveDate"]
     scanned = Runner(config).verify()["fingerprint"]
     assert same_data(kept, scanned)
-    assert {g: e["triples"] for g, e in scanned["graphs"].items()} == {G1: 4, G2: 3}  # the default graph was emptied
+    assert {g: e["triples"] for g, e in scanned["graphs"].items()} == {
+        G1: 4,
+        G2: 3,
+    }  # the default graph was emptied
 
     file_state.publish(50, "drop", arg=G2)
     file_state.publish(60, "add", ttl("ex:s4 ex:p ex:o4 ."), arg=G1, fmt="ttl")
