@@ -33,7 +33,7 @@ def publish_history(state, tmp_path) -> None:
     state.publish(
         30,
         "update",
-        'PREFIX ex: <http://example.org/>\nINSERT DATA { GRAPH <%s> { ex:s3 ex:p "x\\ty" } }' % G1,
+        f'PREFIX ex: <http://example.org/>\nINSERT DATA {{ GRAPH <{G1}> {{ ex:s3 ex:p "x\\ty" }} }}',
         fmt="ru",
     )
     state.publish(
@@ -206,7 +206,7 @@ def test_the_endpoint_counts_show_a_triple_deleted_by_hand(
     [
         (f'INSERT DATA {{ GRAPH <{G1}> {{ <a:s> <a:p> "}}" }} }}', {G1}),
         (
-            f"PREFIX g: <http://example.org/graph/> DELETE DATA {{ GRAPH g:one {{ <a:s> <a:p> 1 }} }} ; INSERT DATA {{ <a:s> <a:p> 2 }}",
+            "PREFIX g: <http://example.org/graph/> DELETE DATA { GRAPH g:one { <a:s> <a:p> 1 } } ; INSERT DATA { <a:s> <a:p> 2 }",
             {G1, ""},
         ),
         (
