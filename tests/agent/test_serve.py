@@ -43,7 +43,7 @@ def auth(scheme: str = "Bearer") -> dict[str, str]:
 def test_every_endpoint_requires_the_agent_token(file_state, make_config, serve):
     base = serve(make_config(file_state, agent_token=TOKEN))
 
-    for method, path in (("GET", "/status"), ("POST", "/update"), ("POST", "/rebuild")):
+    for method, path in (("GET", "/status"), ("POST", "/update"), ("POST", "/rebuild"), ("POST", "/verify")):
         r = requests.request(method, base + path, timeout=10)
         assert r.status_code == 401
         assert r.json()["error"] == "unauthorized"
@@ -67,6 +67,22 @@ def test_update_with_wait_answers_with_the_final_status(file_state, make_config,
     assert body["running"] is False
     status = requests.get(base + "/status", headers=auth(), timeout=10).json()
     assert status["effectiveDate"] == "2016-01-15/04-00-10-000000000" and status["running"] is False
+
+
+def test_verify_with_wait_answers_with_the_full_fingerprint(file_state, make_config, serve, tmp_path):
+    file_state.publish_image(0, [], tmp_path)
+    file_state.publish(10, "add", ttl("ex:a ex:p ex:o .", "ex:a ex:p ex:b ."), arg=G, fmt="ttl")
+    base = serve(make_config(file_state, agent_token=TOKEN))
+    counted = requests.post(base + "/update?wait=60", headers=auth(), timeout=70).json()["fingerprint"]
+    assert counted["mode"] == "counts" and counted["graphs"][G] == {"triples": 2, "hash": None}
+
+    r = requests.post(base + "/verify?wait=60", headers=auth(), timeout=70)
+
+    assert r.status_code == 200
+    fingerprint = r.json()["fingerprint"]
+    assert fingerprint["mode"] == "full" and fingerprint["graphs"][G]["triples"] == 2
+    assert len(fingerprint["graphs"][G]["hash"]) == 32
+    assert requests.get(base + "/status", headers=auth(), timeout=10).json()["fingerprint"] == fingerprint
 
 
 def test_a_second_trigger_while_running_is_409_and_without_wait_202(file_state, make_config, serve):
