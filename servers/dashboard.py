@@ -258,10 +258,14 @@ def fleet(
     `sort` orders each section (SORTS); each section shows SECTION_ROWS rows from `page`.
     """
     now = now or timezone.now()
-    datasets = datasets_with_heads()
+    # The agreement line comes with the datasets (a reverse one-to-one: no query of its own).
+    datasets = datasets_with_heads().select_related("agreement")
     if dataset:
         datasets = datasets.filter(name=dataset)
-    sections = {d.pk: DatasetFleet(d, d.head_key, d.head_ns, d.image_ns) for d in datasets}
+    sections = {
+        d.pk: DatasetFleet(d, d.head_key, d.head_ns, d.image_ns, agreement=getattr(d, "agreement", None))
+        for d in datasets
+    }
     # Named rows rather than model instances: a thousand Server objects cost more to
     # build than the query; lag_of and state_of read only these attributes.
     servers = Server.objects.filter(dataset_id__in=list(sections)).order_by("name")
@@ -288,8 +292,6 @@ def fleet(
     _draw_sparklines(sections.values(), now)
     _attach_jobs(sections, now)
     _link_heads(sections)
-    for agreement in Agreement.objects.filter(dataset_id__in=list(sections)):
-        sections[agreement.dataset_id].agreement = agreement
     return list(sections.values())
 
 
