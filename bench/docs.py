@@ -2,13 +2,16 @@
 
 The text around the figures is each benchmark module's docstring (what it
 measures, what the raw side includes); the figures, dates, load averages and
-commands come from the results `python -m bench` kept.
+commands come from the results `python -m bench` kept. A benchmark with no kept
+result here (run on another machine, or not in this run) keeps its section of the
+current document as it stands, with the date and commit it was measured at.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 from bench import report
@@ -54,7 +57,40 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def render(records: list[dict]) -> str:
+HEADING = re.compile(r"^## .* \(`bench/(bench_\w+)\.py`\)$", re.M)
+TARGETS_HEADER = "| target | median | spread | runs | goal | judged on | verdict | made of |"
+LOAD = re.compile(r"load average ([\d.]+) at the start, ([\d.]+) at the end")
+
+
+def kept_sections(text: str, fresh: set[str]) -> dict[str, tuple[str, list[list[str]]]]:
+    """Sections of `text` (a benchmarks.md) whose benchmark is not in `fresh`: name -> (section, summary rows)."""
+    found: dict[str, tuple[str, list[list[str]]]] = {}
+    heads = list(HEADING.finditer(text))
+    for i, head in enumerate(heads):
+        name = head.group(1)
+        if name in fresh:
+            continue
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        section = text[head.start() : end].rstrip() + "\n"
+        load = LOAD.search(section)
+        loads = f"{load.group(1)} → {load.group(2)}" if load else ""
+        rows = []
+        lines = section.splitlines()
+        if TARGETS_HEADER in lines:
+            for line in lines[lines.index(TARGETS_HEADER) + 2 :]:
+                if not line.startswith("|"):
+                    break
+                cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+                target, median, spread, runs, goal, rule, verdict = cells[:7]
+                rows.append(
+                    [target, median, spread, str(len(runs.split(", "))), f"{goal} ({rule})", verdict, loads]
+                )
+        found[name] = (section, rows)
+    return found
+
+
+def render(records: list[dict], kept: dict[str, tuple[str, list[list[str]]]] | None = None) -> str:
+    kept = kept or {}
     out = [INTRO]
     if records:
         m = records[-1]["machine"]
@@ -63,10 +99,18 @@ def render(records: list[dict]) -> str:
             f"Python {m['python']}, PostgreSQL {m['postgresql']} on the same machine.\n"
         )
     out.append("## Targets at a glance\n")
-    rows = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6]] for r in report.summary_rows(records)]
+    names = sorted({r["bench"] for r in records} | set(kept))
+    by_name = {r["bench"]: r for r in records}
+    rows = []
+    for name in names:
+        rows += kept[name][1] if name in kept else report.summary_rows([by_name[name]])
     out += _table(report.SUMMARY_HEADER, rows)
     out.append("")
-    for record in records:
+    for name in names:
+        if name in kept:
+            out.append(kept[name][0])
+            continue
+        record = by_name[name]
         title, body = _module_doc(record["bench"])
         out.append(f"## {title} (`bench/{record['bench']}.py`)\n")
         if body:
@@ -100,5 +144,8 @@ def render(records: list[dict]) -> str:
 
 
 def write(path: Path = DOC) -> Path:
-    path.write_text(render(report.load_records()), encoding="utf-8")
+    records = report.load_records()
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = kept_sections(current, {r["bench"] for r in records})
+    path.write_text(render(records, kept), encoding="utf-8")
     return path
