@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from dmsupdate.errors import Conflict
 from dmsupdate.locks import advisory_lock
-from dmsupdate.state.status import AgentStatus, parse_status
+from dmsupdate.state.redact import redact
+from dmsupdate.state.status import AgentStatus, parse_status, stored_body
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications.models import Dataset
@@ -70,7 +71,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
     batches never wait on each other crosswise) while their status, lag and hourly
     roll-up are written. Returns the StatusReports in the order of `items`.
     """
-    checked = [(server.pk, parse_status(body), _without_nul(body)) for server, body in items]
+    checked = [(server.pk, parse_status(body), _without_nul(stored_body(body))) for server, body in items]
     now = timezone.now()
     with transaction.atomic():
         pks = sorted({pk for pk, _, _ in checked})
@@ -168,6 +169,7 @@ def _fold(
 def mark_unreachable(server: Server, error: str) -> None:
     """Record that the control plane could not reach the agent (shown as `unreachable`)."""
     now = timezone.now()
+    error = redact(error)
     with transaction.atomic():
         Server.objects.filter(pk=server.pk, unreachable_since__isnull=True).update(unreachable_since=now)
         Server.objects.filter(pk=server.pk).update(unreachable_error=error[:2000])

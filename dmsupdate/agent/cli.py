@@ -18,6 +18,7 @@ from dmsupdate.agent import version
 from dmsupdate.agent.config import Config, ConfigError
 from dmsupdate.agent.errors import AgentError
 from dmsupdate.agent.status import Busy
+from dmsupdate.state.redact import redact
 from dmsupdate.state.stores import StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
@@ -82,21 +83,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.load(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"dms-update: {exc.source}: {problem}", file=sys.stderr)
+            print(redact(f"dms-update: {exc.source}: {problem}"), file=sys.stderr)
         return EXIT_USAGE
+    secrets = config.secrets
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter(secrets))
     try:
         return _dispatch(args, config)
     except Busy as exc:
-        print(f"dms-update: busy: {exc}", file=sys.stderr)
+        print(redact(f"dms-update: busy: {exc}", secrets), file=sys.stderr)
         return EXIT_BUSY
     except (AgentError, StoreError, OSError) as exc:
-        print(f"dms-update: error: {exc}", file=sys.stderr)
+        print(redact(f"dms-update: error: {exc}", secrets), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a traceback for an admin; the message names the cause
-        print(f"dms-update: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"dms-update: internal error: {type(exc).__name__}: {exc}", secrets), file=sys.stderr)
         return EXIT_FAILED
+
+
+class RedactingFilter(logging.Filter):
+    """Every log line through dmsupdate.state.redact: no credential reaches stderr or a log file."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = None
+        return True
 
 
 def _loopback(host: str) -> bool:
@@ -110,7 +127,7 @@ def _loopback(host: str) -> bool:
 
 
 def _print_json(value: Any, compact: bool = False) -> None:
-    print(json.dumps(value) if compact else json.dumps(value, indent=2))
+    print(redact(json.dumps(value) if compact else json.dumps(value, indent=2)))
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
+
+from dmsupdate.agent.endpoints import (
+    SYSTEM_GRAPHS,
+    Auth,
+    derive_endpoints,
+    parse_auth,
+    split_credentials,
+)
+from dmsupdate.state.redact import redact
 
 DEFAULT_CONFIG = "/opt/dms-update/config.json"
 DEFAULT_LOG_AREA = "/var/opt/dms-update"
@@ -18,12 +27,15 @@ DEFAULT_BINDIR = "/opt/dms-update/bin"
 DEFAULT_WINDOW_HOURS = 24.0
 DEFAULT_LOCK_TIMEOUT = 30.0
 FINGERPRINT_MODES = ("counts", "full", "off")
+DEFAULT_HOOK_WAIT = 120.0
+VERIFY_MODES = ("counts", "off")
 
 
 class ConfigError(Exception):
     """The config file cannot be used; `problems` holds one line per faulty key."""
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
+        problems = [redact(p) for p in problems]  # a value echoed back may be a URL with a password
         self.problems = problems
         self.source = source
         super().__init__("; ".join(problems))
@@ -35,7 +47,7 @@ class ControlPlane:
 
     url: str
     server: str
-    token: str
+    token: str = field(repr=False)
 
     @property
     def report_url(self) -> str:
@@ -61,6 +73,10 @@ class Config:
     agent_token: str | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     fingerprint: str = "counts"
+    auth: Auth | None = field(default=None, repr=False)
+    verify: str = "counts"
+    hook_wait_seconds: float = DEFAULT_HOOK_WAIT
+    system_graphs: tuple[str, ...] = SYSTEM_GRAPHS
 
     @staticmethod
     def default_path() -> str:
@@ -135,15 +151,28 @@ class Config:
             elif scheme not in ("s3", "file"):
                 problems.append(f"s3root: must be s3://BUCKET/PREFIX or file:///PATH, not {s3root!r}")
         s3endpoint = url("s3endpoint")
-        service = url("service")
+        url_credentials: dict[str, tuple[str, str]] = {}
+
+        def endpoint(name: str) -> str | None:
+            value = url(name)
+            if value is None:
+                return None
+            bare, credentials = split_credentials(value)
+            if credentials is not None:
+                url_credentials[name] = credentials
+            return bare
+
+        service = endpoint("service")
+        if service is not None and not service.endswith("/"):
+            service += "/"  # `{service}query`: the base names a folder, with or without its slash
         embedded = service is None and data.get("update_endpoint") is None
         dblocation = text("dblocation", required=embedded)
         dbname = text("dbname", required=embedded)
         if dbname is not None and ("/" in dbname or dbname in (".", "..")):
             problems.append(f"dbname: must be a plain directory name, not {dbname!r}")
-        query_endpoint = url("query_endpoint")
-        update_endpoint = url("update_endpoint")
-        gsp_endpoint = url("gsp_endpoint")
+        query_endpoint = endpoint("query_endpoint")
+        update_endpoint = endpoint("update_endpoint")
+        gsp_endpoint = endpoint("gsp_endpoint")
         if service is None and update_endpoint is None and gsp_endpoint is not None:
             problems.append("gsp_endpoint: set service or update_endpoint too (a SPARQL backend needs both)")
         if service is None and update_endpoint is not None and gsp_endpoint is None:
@@ -157,6 +186,35 @@ class Config:
         if fingerprint not in FINGERPRINT_MODES:
             problems.append(f"fingerprint: must be one of counts, full, off, not {json.dumps(fingerprint)}")
             fingerprint = "counts"
+        hook_wait = number("hook_wait_seconds", DEFAULT_HOOK_WAIT, 0, strict=False)
+        verify = data.get("verify", "counts")
+        if verify not in VERIFY_MODES:
+            problems.append(f"verify: must be one of {', '.join(VERIFY_MODES)}, not {json.dumps(verify)}")
+            verify = "counts"
+        auth = None
+        if data.get("auth") is not None:
+            auth = parse_auth(data["auth"], Path(source).parent if source != "config" else None, problems)
+            if url_credentials:
+                problems.append(
+                    f"auth: credentials are also given in {', '.join(sorted(url_credentials))}; give them once"
+                )
+        elif url_credentials:
+            pairs = set(url_credentials.values())
+            if len(pairs) > 1:
+                problems.append(
+                    f"{', '.join(sorted(url_credentials))}: the URLs carry different credentials; "
+                    "use one `auth` object instead"
+                )
+            else:
+                user, password = pairs.pop()
+                auth = Auth("basic", unquote(user), unquote(password))
+        system_graphs = SYSTEM_GRAPHS
+        extra_graphs = data.get("system_graphs")
+        if extra_graphs is not None:
+            if not isinstance(extra_graphs, list) or not all(isinstance(g, str) and g for g in extra_graphs):
+                problems.append("system_graphs: must be a list of graph IRIs or IRI prefixes")
+            else:
+                system_graphs = SYSTEM_GRAPHS + tuple(extra_graphs)
         controlplane = None
         raw_cp = data.get("controlplane")
         if raw_cp is not None:
@@ -196,6 +254,10 @@ class Config:
             agent_token=agent_token,
             lock_timeout=lock_timeout,
             fingerprint=fingerprint,
+            auth=auth,
+            verify=verify,
+            hook_wait_seconds=hook_wait,
+            system_graphs=system_graphs,
         )
 
     @property
@@ -227,10 +289,15 @@ class Config:
         return Path(self.log_area) / "ledger.sqlite"
 
     def endpoints(self) -> tuple[str, str, str]:
-        """The query, update and Graph Store Protocol URLs (Fuseki style unless overridden)."""
-        base = self.service or ""
-        return (
-            self.query_endpoint or f"{base}query",
-            self.update_endpoint or f"{base}update",
-            self.gsp_endpoint or f"{base}data",
-        )
+        """The query, update and Graph Store Protocol URLs (see dmsupdate.agent.endpoints)."""
+        return derive_endpoints(self.service, self.query_endpoint, self.update_endpoint, self.gsp_endpoint)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown: the endpoint password or token, the tokens of this config."""
+        found = [self.agent_token or ""]
+        if self.controlplane is not None:
+            found.append(self.controlplane.token)
+        if self.auth is not None:
+            found.append(self.auth.secret)
+        return tuple(s for s in found if s)

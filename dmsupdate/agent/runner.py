@@ -31,6 +31,7 @@ from dmsupdate.state.plan import (
     split_due,
     window_start,
 )
+from dmsupdate.state.redact import redact
 from dmsupdate.state.status import now_iso
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, StoreUnavailable, open_store
 
@@ -198,6 +199,9 @@ class Runner:
             if kept is not None:
                 kept.save()
             status.update(running=False, progress=None, lastUpdate=now_iso())
+            for name in ("error", "hookError"):  # whatever set them, no credential is written or reported
+                if isinstance(status.get(name), str):
+                    status[name] = redact(status[name], self.config.secrets)
             write_status(path, status)
         self._report(status)
         return status
@@ -269,6 +273,7 @@ class Runner:
         elif isinstance(exc, StoreUnavailable):
             self._note_throttle(None)  # S3 503/SlowDown (after boto3's own retries): back off
         message = str(exc) if isinstance(exc, AgentError | StoreError) else f"{type(exc).__name__}: {exc}"
+        message = redact(message, self.config.secrets)
         status.update(lastSucceeded=False, failedKey=key, error=message)
         log.error("run failed%s: %s", f" at {key}" if key else "", message)
 

@@ -5,11 +5,16 @@ operation succeeds: a crash between the endpoint's answer and that commit makes
 the next run repeat exactly that one operation (DESIGN §4: at most the
 operation in flight repeats on a remote endpoint).
 
+Each upload is decompressed into a temporary file first and sent with a
+`Content-Length` (dmsupdate.agent.rdfspool); with `verify: counts` the store is
+then asked whether it holds what was sent (dmsupdate.agent.sparql_verify).
+
 Images and dumps are installed by the hook scripts `install_image` /
 `install_dump` in `bindir`, called as the original tool did (in `dblocation`,
 with the object's URL, the database name and, for a dump, the newest `.opt`
-file). Without an `install_dump` hook a dump is POSTed as N-Quads to the Graph
-Store endpoint after clearing the dataset.
+file); the agent then waits up to `hook_wait_seconds` for the store to answer.
+Without an `install_dump` hook the agent loads a dump itself
+(dmsupdate.agent.dumpload).
 """
 
 from __future__ import annotations
@@ -18,18 +23,23 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import requests
 
 from dmsupdate.agent.config import Config
-from dmsupdate.agent.errors import AgentError, OperationFailed, Throttled, parse_retry_after
+from dmsupdate.agent.dumpload import load_dump, verify_hook_load
+from dmsupdate.agent.errors import AgentError, OperationFailed
+from dmsupdate.agent.rdfspool import read_facts, spool
 from dmsupdate.agent.screening import read_update, screened
+from dmsupdate.agent.sparql_http import SparqlClient, check_response
+from dmsupdate.agent.sparql_verify import verify_add, verify_dropped, verify_replace
 from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from dmsupdate.state.plan import LedgerState, PlanEntry
 from dmsupdate.state.stores import ObjectInfo, ObjectStore, StoreError, open_verified
+
+__all__ = ["SparqlBackend", "SqliteLedger", "check_response"]
 
 MEDIA_TYPES = {
     "ttl": "text/turtle",
@@ -37,8 +47,6 @@ MEDIA_TYPES = {
     "nq": "application/n-quads",
     "rdf": "application/rdf+xml",
 }
-TIMEOUT = (10, 3600)  # connect, read: a big replace may take a while to be acknowledged
-CHUNK = 1 << 20
 HOOK_TIMEOUT = 6 * 3600
 
 
@@ -85,34 +93,24 @@ class SqliteLedger:
         self.db.close()
 
 
-def check_response(response: requests.Response, what: str) -> None:
-    """Raise Throttled for 429/503, OperationFailed for any other error status."""
-    if response.status_code in (429, 503):
-        retry = parse_retry_after(response.headers.get("Retry-After"))
-        hint = f", retry after {retry:g} s" if retry is not None else ""
-        raise Throttled(f"{what}: HTTP {response.status_code} from {response.url}{hint}", retry)
-    if response.status_code >= 400:
-        detail = response.text[:300].strip()
-        raise OperationFailed(f"{what}: HTTP {response.status_code} from {response.url}: {detail}")
-
-
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
-        yield chunk
-
-
 class SparqlBackend:
     """Applies plan entries to a remote SPARQL service."""
 
     def __init__(self, config: Config, status_effective: str | None = None) -> None:
         self.config = config
+        self.client = SparqlClient(config)
         self.query_url, self.update_url, self.gsp_url = config.endpoints()
         self.ledger = SqliteLedger(config.ledger_path)
-        self.session = requests.Session()
         self._status_effective = status_effective
+        self.verify = config.verify == "counts"
+        self.dump_mode: str | None = None  # how the last dump was loaded: hook, quads or graphs
+
+    @property
+    def session(self) -> requests.Session:
+        return self.client.session
 
     def close(self) -> None:
-        self.session.close()
+        self.client.close()
         self.ledger.close()
 
     def ledger_state(self) -> LedgerState:
@@ -136,94 +134,75 @@ class SparqlBackend:
         if keys:
             self.ledger.record(keys)
 
-    def _request(self, method: str, url: str, what: str, **kwargs: object) -> requests.Response:
-        try:
-            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
-        except requests.RequestException as exc:
-            raise OperationFailed(f"{what}: cannot reach {url}: {exc}") from exc
-        return response
-
     def apply(self, entry: PlanEntry, source: ObjectStore) -> None:
-        """Run one operation on the endpoint, then record it (and what it settles) in the ledger."""
+        """Run one operation on the endpoint (and check it), then record it and what it settles in the ledger."""
         what = f"{entry.op} {entry.key}"
         if entry.op == "drop":
-            response = self._request("DELETE", self.gsp_url, what, params={"graph": entry.graph})
-            if response.status_code != 404:  # dropping a missing graph is fine
-                check_response(response, what)
+            assert entry.graph is not None
+            self.client.delete_graph(entry.graph, what)
+            if self.verify:
+                verify_dropped(self.client, entry.graph, what)
         elif entry.op in ("update", "postproc"):
-            body = read_update(source, entry.info).encode()
-            response = self._request(
-                "POST",
-                self.update_url,
-                what,
-                data=body,
-                headers={"Content-Type": "application/sparql-update; charset=utf-8"},
-            )
-            check_response(response, what)
+            self.client.update(read_update(source, entry.info), what)
         elif entry.op in ("add", "replace"):
             fmt = (entry.format or "").removesuffix(".gz")
             media = MEDIA_TYPES.get(fmt)
-            if media is None:
+            if media is None or entry.graph is None:
                 raise OperationFailed(f"{what}: no media type for format {entry.format!r}")
-            self._send(
-                "POST" if entry.op == "add" else "PUT",
-                source,
-                entry.info,
-                what,
-                media,
-                {"graph": entry.graph},
-            )
+            self._upload(entry, source, media, what)
         else:
             raise OperationFailed(f"{entry.op} is not an update operation")
         self.ledger.record([entry.key, *entry.settles])
 
-    def _send(
-        self,
-        method: str,
-        source: ObjectStore,
-        info: ObjectInfo | None,
-        what: str,
-        media: str,
-        params: dict[str, str | None] | None,
-    ) -> None:
-        """Stream an object (gzip decoded on the fly) as a request body; verify it was read whole."""
+    def _upload(self, entry: PlanEntry, source: ObjectStore, media: str, what: str) -> None:
+        """Spool the object, read its facts (verify), send it with its length, then check the graph."""
+        assert entry.graph is not None
+        with self._spool(source, entry.info, media, what) as body:
+            facts = None
+            if self.verify:
+                try:
+                    facts = read_facts(body, media, entry.key).whole
+                except (SyntaxError, ValueError) as exc:
+                    raise OperationFailed(f"{what}: {exc}") from exc
+            before = self.client.graph_triples(entry.graph, what) if facts and entry.op == "add" else 0
+            method = "POST" if entry.op == "add" else "PUT"
+            self.client.send(method, body, media, {"graph": entry.graph}, what)
+        if facts is None:
+            return
+        if entry.op == "add":
+            verify_add(self.client, entry.graph, before, facts, what)
+        else:
+            verify_replace(self.client, entry.graph, facts, what)
+
+    def _spool(self, source: ObjectStore, info: ObjectInfo | None, media: str, what: str) -> IO[bytes]:
+        """The object decompressed (and RDF/XML screened) into a temporary file, its size and MD5 checked."""
         if info is None:
             raise OperationFailed("no object information for this key")
         try:
             with open_verified(source, info) as stream:
-                response = self._request(
-                    method,
-                    self.gsp_url,
-                    what,
-                    params=params,
-                    data=_chunks(screened(stream, info.key, media)),
-                    headers={"Content-Type": media},
-                )
+                body = spool(screened(stream, info.key, media))
                 stream.read(1)  # the end of the stream is where size and MD5 are checked
+            return body
         except (OSError, EOFError, StoreError) as exc:
             raise OperationFailed(f"{what}: cannot read {info.key}: {exc}") from exc
-        check_response(response, what)
 
     def install(self, entry: PlanEntry, source: ObjectStore, opt: ObjectInfo | None = None) -> None:
-        """Install an image or dump through the hook scripts (or POST a dump), then reset the ledger."""
+        """Install an image or dump through the hook scripts (or load a dump), then reset the ledger."""
         self.ledger.reset(None, None)  # a crash from here on means: bootstrap again
+        what = f"{entry.op} {entry.key}"
         hook = Path(self.config.bindir) / f"install_{entry.op}"
         if hook.is_file() and os.access(hook, os.X_OK):
             self._run_hook(hook, entry, source, opt)
             self._wait_for_service()
+            if entry.op == "dump" and self.verify and entry.info is not None:
+                verify_hook_load(self.client, source, entry.info, self.config.system_graphs, what)
+            self.dump_mode = "hook"
         elif entry.op == "dump":
-            what = f"dump {entry.key}"
-            check_response(
-                self._request(
-                    "POST",
-                    self.update_url,
-                    what,
-                    data=b"DROP ALL",
-                    headers={"Content-Type": "application/sparql-update"},
-                ),
-                what,
+            if entry.info is None:
+                raise OperationFailed("no object information for this key")
+            self.dump_mode = load_dump(
+                self.client, source, entry.info, self.config.system_graphs, self.verify, what
             )
-            self._send("POST", source, entry.info, what, "application/n-quads", None)
         else:
             raise OperationFailed(
                 f"image {entry.key}: no executable install_image hook in {self.config.bindir}; "
@@ -254,18 +233,31 @@ class SparqlBackend:
             raise OperationFailed(f"{hook.name} failed to run: {exc}") from exc
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip()[-300:]
-            raise OperationFailed(f"{hook.name} exited with {done.returncode}: {tail}")
+            raise OperationFailed(self.client.redact(f"{hook.name} exited with {done.returncode}: {tail}"))
 
-    def _wait_for_service(self, attempts: int = 10, pause: float = 1.0) -> None:
-        """The hooks start the server; wait until it answers a query (as the original did)."""
+    def _wait_for_service(self, pause: float = 1.0) -> None:
+        """The hooks restart the server: wait up to `hook_wait_seconds` until it answers a query."""
+        deadline = time.monotonic() + self.config.hook_wait_seconds
         last = ""
-        for _ in range(attempts):
+        while True:
             try:
-                r = self.session.get(self.query_url, params={"query": "ASK {}"}, timeout=10)
+                r = self.session.post(
+                    self.query_url,
+                    data={"query": "ASK {}"},
+                    headers={"Accept": "application/sparql-results+json"},
+                    timeout=10,
+                )
                 if r.status_code < 400:
                     return
                 last = f"HTTP {r.status_code}"
             except requests.RequestException as exc:
                 last = str(exc)
+            if time.monotonic() >= deadline:
+                break
             time.sleep(pause)
-        raise AgentError(f"the SPARQL service at {self.query_url} does not answer after the install: {last}")
+        raise AgentError(
+            self.client.redact(
+                f"the SPARQL service at {self.query_url} does not answer {self.config.hook_wait_seconds:g} s "
+                f"after the install hook: {last}"
+            )
+        )

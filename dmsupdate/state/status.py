@@ -15,6 +15,7 @@ from typing import Any
 
 from dmsupdate.state.fingerprint import InvalidFingerprint, parse_fingerprint
 from dmsupdate.state.keys import EARLIEST, LATEST, EffectiveTime, InvalidKey
+from dmsupdate.state.redact import redact, redact_value
 
 # Field name -> the JSON type it holds (read by the API schema); the order is status.json's.
 FIELD_TYPES: dict[str, str] = {
@@ -213,7 +214,8 @@ def _skipped(value: Any) -> list[Skipped]:
 def parse_status(body: Any) -> AgentStatus:
     """Check a status.json (a report's body) field by field; raise InvalidStatus on the first bad one.
 
-    Unknown fields are ignored here (the control plane keeps the body as sent).
+    Unknown fields are ignored here (the control plane keeps the body as sent, through
+    `stored_body`). `error` and `hookError` come back with any credential taken out.
     """
     if not isinstance(body, dict):
         raise InvalidStatus("a status report is a JSON object (status.json)")
@@ -231,7 +233,7 @@ def parse_status(body: Any) -> AgentStatus:
         last_update=_time("lastUpdate", body.get("lastUpdate")),
         applied=_count(body.get("applied")),
         failed_key=_text("failedKey", body.get("failedKey"), 1024),
-        error=_text("error", body.get("error")),
+        error=redact(_text("error", body.get("error"))),
         late=_keys("late", body.get("late")),
         invalid=_keys("invalid", body.get("invalid")),
         image=_text("image", body.get("image"), 1024),
@@ -241,6 +243,14 @@ def parse_status(body: Any) -> AgentStatus:
         fingerprint=fingerprint,
         agent_version=_text("agentVersion", body.get("agentVersion"), 64),
         store=_numbers("store", body.get("store"), ("quads", "bytes")),
-        hook_error=_text("hookError", body.get("hookError")),
+        hook_error=redact(_text("hookError", body.get("hookError"))),
         progress=_numbers("progress", body.get("progress"), ("done", "total", "bytes")),
     )
+
+
+TEXT_FIELDS = ("error", "hookError")  # the fields where an agent writes messages (keys and counts elsewhere)
+
+
+def stored_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A report's body as the control plane keeps and shows it: its messages with credentials taken out."""
+    return {k: redact_value(v) if k in TEXT_FIELDS else v for k, v in body.items()}
