@@ -194,7 +194,7 @@ def test_dump_hook_gets_the_dump_the_database_name_and_the_opt_file(
         f"json.dump({{'args': sys.argv[1:], 'cwd': os.getcwd()}}, open({str(record)!r}, 'w'))\n"
     )
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
-    config = endpoint_config(make_config, file_state, oxigraph_server, bindir=str(bindir))
+    config = endpoint_config(make_config, file_state, oxigraph_server, bindir=str(bindir), verify="off")
 
     status = Runner(config).update()
 
@@ -202,6 +202,11 @@ def test_dump_hook_gets_the_dump_the_database_name_and_the_opt_file(
     seen = json.loads(record.read_text())
     assert seen["args"] == [file_state.store.url(dump), "DS-DB", file_state.store.url("images/stats.opt")]
     assert server_quads(oxigraph_server) == set()  # the hook, not the agent, loaded the data
+    # With verify: counts (the default) a hook that exits 0 having loaded nothing fails the bootstrap.
+    checked = endpoint_config(make_config, file_state, oxigraph_server, bindir=str(bindir))
+    failed = Runner(checked).rebuild()
+    assert failed["lastSucceeded"] is False and failed["failedKey"] == dump
+    assert "verify" in failed["error"] and "holds 0 triples, the dump 1" in failed["error"]
 
 
 def test_a_failing_hook_fails_the_bootstrap_and_the_next_run_tries_again(

@@ -13,7 +13,7 @@ from dmsupdate.agent.runner import Runner
 from dmsupdate.agent.serve import make_server, parse_bind
 from dmsupdate.agent.status import RunLock
 from tests.agent.conftest import ttl
-from tests.agent.httpfakes import Recorded, local_server
+from tests.agent.httpfakes import SPARQL_OK, Recorded, local_server
 
 TOKEN = "s3cret-agent-token"
 G = "http://example.org/graph/g"
@@ -90,7 +90,7 @@ def test_a_second_trigger_while_running_is_409_and_without_wait_202(file_state, 
     file_state.publish(
         10, "update", "INSERT DATA { <http://example.org/a> <http://example.org/p> 1 }", fmt="ru"
     )
-    gate = Recorded(status=204, gate=threading.Event())
+    gate = Recorded(status=200, gate=threading.Event(), answer=SPARQL_OK)
     with local_server(gate) as endpoint:
         config = make_config(
             file_state,
@@ -131,7 +131,7 @@ def test_a_run_held_by_another_process_makes_serve_answer_409(file_state, make_c
 
 def test_wait_that_runs_out_answers_202(file_state, make_config, serve):
     file_state.publish_dump(0, [])
-    gate = Recorded(status=204, gate=threading.Event())
+    gate = Recorded(status=200, gate=threading.Event(), answer=SPARQL_OK)
     with local_server(gate) as endpoint:
         config = make_config(
             file_state, update_endpoint=f"{endpoint}/update", gsp_endpoint=f"{endpoint}/store"
