@@ -141,8 +141,8 @@ def start_virtuoso(folder: Path, timeout: float = 120) -> Virtuoso:
         raise RuntimeError(f"isql-vt could not set the dba password: {done.stdout}{done.stderr}")
     inst.isql(
         f"DB.DBA.USER_CREATE('{SPARQL_USER}', '{SPARQL_PASSWORD}'); "
-        f"GRANT SPARQL_UPDATE TO \"{SPARQL_USER}\"; "
-        f"GRANT SPARQL_SELECT TO \"{SPARQL_USER}\"; "
+        f'GRANT SPARQL_UPDATE TO "{SPARQL_USER}"; '
+        f'GRANT SPARQL_SELECT TO "{SPARQL_USER}"; '
         'GRANT SPARQL_UPDATE TO "SPARQL";'
     )
     return inst
