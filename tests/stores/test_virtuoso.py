@@ -81,7 +81,7 @@ def test_full_cycle_without_hook_equals_an_embedded_replay_and_shows_no_credenti
     # The query URL is derived from /sparql-auth (it answers queries too).
     assert Config.from_dict(data).endpoints()[0] == f"{virtuoso.base}/sparql-auth"
     expected = embedded_replay(file_state, tmp_path / "embedded")
-    assert len(expected) == 18 and len({line.rsplit(" ", 2)[-2] for line in expected}) == 4
+    assert len(expected) == 18 and len({line.rsplit(" ", 1)[-1] for line in expected}) == 4
     assert store_contents(f"{virtuoso.base}/sparql-auth", virtuoso_auth()) == expected
     outputs = [done.stdout, done.stderr, json.dumps(status), *(r["body"].decode() for r in plane.requests)]
     assert plane.requests, "the run was reported"
