@@ -89,9 +89,17 @@ class SparqlClient:
         self, method: str, body: IO[bytes], media: str, params: dict[str, str] | None, what: str
     ) -> None:
         """PUT or POST a file (from its start) to the Graph Store endpoint, with its Content-Length."""
+        size = body.seek(0, 2)
         body.seek(0)
+        # requests sends a file it measures as empty chunked: send an empty body as bytes instead.
+        data: IO[bytes] | bytes = body if size else b""
         response = self.request(
-            method, self.gsp_url, what, params=params, data=body, headers={"Content-Type": media}
+            method,
+            self.gsp_url,
+            what,
+            params=params,
+            data=data,
+            headers={"Content-Type": media, "Content-Length": str(size)},
         )
         self.check(response, what)
         if is_html_page(response):

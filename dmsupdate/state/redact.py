@@ -17,7 +17,10 @@ MASK = "***"
 # scheme://user:password@host or scheme://user@host: the userinfo goes, the rest stays readable.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#\"'<>]+)@")
 # Authorization: Basic dXNlcjpwdw== / Bearer TOKEN / Digest username="…", response="…"
-_AUTH_HEADER = re.compile(r"(?i)\b(?P<name>(?:proxy-)?authorization)(?P<sep>\"?\s*[:=]\s*\"?)[^\r\n\"}]*")
+_AUTH_HEADER = re.compile(
+    r"(?i)\b(?P<name>(?:proxy-)?authorization)(?P<sep>\"?\s*[:=]\s*\"?)"
+    r"(?:digest\s+(?:\w+=(?:\"[^\"]*\"|[^,\s\"]+)(?:\s*,\s*)?)+|\w+\s+[^\s\"',;)}]+|[^\s\"',;)}]+)"
+)
 _SCHEME_VALUE = re.compile(r"(?i)\b(?P<scheme>basic|bearer|token)\s+[A-Za-z0-9._~+/=-]{8,}")
 _PARAM = re.compile(
     r"(?i)\b(?P<name>password|passwd|pwd|secret|token|access_token|api_key|apikey)"

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
 # An answer that reads as SPARQL results of every kind (no rows; ASK true): for a fake store.
 SPARQL_OK: dict[str, Any] = {"head": {"vars": []}, "results": {"bindings": []}, "boolean": True}
 

@@ -324,3 +324,23 @@ def test_a_pull_agent_learns_of_a_rebuild_from_the_report_answer_and_stays_rebui
     )
     assert rebuilt.json()["rebuild"] is False
     assert operator.client.get("/api/v1/servers/web2/").json()["state"] != "rebuilding"
+
+
+@pytest.mark.django_db
+def test_a_reported_error_is_stored_and_shown_without_credentials(agent, viewer, two_servers):
+    error = (
+        "add k: cannot reach http://agent:hunter22x@store:3030/ds/data?graph=http://e.org/g: "
+        "Authorization: Basic YWdlbnQ6aHVudGVyMjJ4"
+    )
+    answer = agent.client.post(
+        "/api/v1/servers/web1/report/",
+        {"lastSucceeded": False, "failedKey": "k", "error": error, "hookError": "token=abcdef123"},
+        format="json",
+    )
+    assert answer.status_code == 200
+    shown = viewer.client.get("/api/v1/servers/web1/").content.decode()
+    report = StatusReport.objects.filter(server__name="web1").latest("received_at")
+    stored = [Server.objects.get(name="web1").last_error, report.error, str(report.body)]
+    for text in [shown, *stored]:
+        assert "hunter22x" not in text and "YWdlbnQ6aHVudGVyMjJ4" not in text and "abcdef123" not in text
+    assert "http://***@store:3030/ds/data" in report.error and "http://***@store:3030" in shown
