@@ -109,13 +109,13 @@ def parse_auth(raw: Any, folder: Path | None, problems: list[str]) -> Auth | Non
         secret = _read_secret(from_file, raw[from_file], folder, problems)
         if secret is None:
             return None
-    username = ""
+    username: Any = ""
     if scheme != "bearer":
         username = raw.get("username")
         if not isinstance(username, str) or not username.strip():
             problems.append(f"auth.username: missing or not a non-empty string ({scheme} needs one)")
             return None
-    return Auth(scheme, username.strip(), secret)
+    return Auth(scheme, str(username).strip(), secret)
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
