@@ -156,3 +156,25 @@ def test_every_request_to_every_endpoint_carries_the_credentials(file_state, mak
     uploads = [r for r in store.requests if r["path"].startswith("/ds/data?graph=")]
     assert uploads and all(r["headers"].get("Content-Length") == str(len(r["body"])) for r in uploads)
     assert all("Transfer-Encoding" not in r["headers"] for r in store.requests)
+
+
+def test_after_a_hook_the_agent_waits_hook_wait_seconds_for_the_store_then_fails_clearly(
+    file_state, make_config, tmp_path
+):
+    from tests.conftest import free_port
+
+    dump = file_state.publish_dump(0, [])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "install_dump").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "install_dump").chmod(0o755)
+    down = f"http://127.0.0.1:{free_port()}"
+    config = make_config(file_state, service=f"{down}/ds", bindir=str(bindir), hook_wait_seconds=0.2)
+
+    status = Runner(config).update()
+
+    assert status["failedKey"] == dump
+    assert (
+        f"the SPARQL service at {down}/ds/query does not answer 0.2 s after the install hook"
+        in status["error"]
+    )
