@@ -95,9 +95,12 @@ def load_dump(
             client.send("POST", body, NQUADS, None, what)
             mode = "quads"
         else:
-            for graph, triples in graph_files(body):
-                params = {"graph": graph} if graph else {"default": ""}
-                client.send("PUT", triples, "application/n-triples", params, f"{what} (graph <{graph}>)")
+            try:
+                for graph, triples in graph_files(body):
+                    params = {"graph": graph} if graph else {"default": ""}
+                    client.send("PUT", triples, "application/n-triples", params, f"{what} (graph <{graph}>)")
+            except (SyntaxError, ValueError) as exc:
+                raise OperationFailed(f"{what}: the dump is not valid N-Quads: {exc}") from exc
             mode = "graphs"
         if facts is not None:
             verify_dataset(client, facts, system_graphs, what)
