@@ -19,7 +19,7 @@ def test_each_upload_challenged_by_digest_is_sent_again_whole(file_state, make_c
     file_state.publish_dump(0, [])
     body = ttl(*(f"ex:s{i} ex:p ex:o{i} ." for i in range(3000)))
     file_state.publish(10, "add", body, arg=G, fmt="ttl.gz")
-    file_state.publish(20, "replace", body, arg=G, fmt="ttl")
+    file_state.publish(20, "replace", body, arg=G + "2", fmt="ttl")  # another graph: the add is not pruned
     accepted: list[dict[str, Any]] = []
     challenged = [0]
     nonce = [secrets.token_hex(8)]
