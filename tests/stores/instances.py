@@ -8,7 +8,6 @@ stopped by its process id. Virtuoso's first start of a new database takes about
 from __future__ import annotations
 
 import configparser
-import os
 import shutil
 import socket
 import subprocess
@@ -188,8 +187,3 @@ def start_oxigraph(folder: Path, timeout: float = 20) -> OxigraphServer:
     inst.stop()
     raise RuntimeError(f"oxigraph serve did not answer on {inst.base}")
 
-
-if __name__ == "__main__":  # a Virtuoso to try things against by hand: python -m tests.stores.instances DIR
-    v = start_virtuoso(Path(sys.argv[1]).resolve())
-    print(v.base, v.sql_port, v.proc.pid if v.proc else None, flush=True)
-    os.environ.get("KEEP") and time.sleep(10**6)
