@@ -113,6 +113,10 @@ class SparqlBackend:
         self.client.close()
         self.ledger.close()
 
+    def _request(self, method: str, url: str, what: str, **kwargs: object) -> requests.Response:
+        """A request with the endpoint's credentials (dmsupdate.agent.sparql_fingerprint queries through it)."""
+        return self.client.request(method, url, what, **kwargs)
+
     def ledger_state(self) -> LedgerState:
         """The SQLite ledger; a server migrated from the original tool starts from status.json's effectiveDate."""
         state = self.ledger.state()

@@ -186,4 +186,3 @@ def start_oxigraph(folder: Path, timeout: float = 20) -> OxigraphServer:
             time.sleep(0.05)
     inst.stop()
     raise RuntimeError(f"oxigraph serve did not answer on {inst.base}")
-
