@@ -188,6 +188,8 @@ class Runner:
                 self._shown.close()
             mode = "full" if verify else self.config.fingerprint
             try:
+                if self.throttled:  # the store asked us to back off: no fingerprint queries now
+                    raise AgentError("the store is throttling requests")
                 status["fingerprint"] = self._fingerprint(backend, kept, status, mode, rescan=verify)
             except Exception as exc:  # a fingerprint that cannot be computed never fails the run
                 log.warning("could not compute the fingerprint: %s", exc)

@@ -63,7 +63,9 @@ def test_watch_honours_retry_after_from_a_throttling_endpoint(file_state, make_c
         watcher = Watcher(runner, interval=10, sleep=sleeps.append, rand=lambda: 0.5)
         watcher.run_forever(rounds=3)
 
-    assert len(throttler.requests) == 3  # one attempt per round: the dump's DROP ALL
+    assert (
+        len(throttler.requests) == 3
+    )  # one attempt per round (the dump's graph listing), no fingerprint query
     status = runner.status()
     assert status["lastSucceeded"] is False and "HTTP 429" in status["error"] and "120" in status["error"]
     assert len(sleeps) == 2 and all(s >= 120 for s in sleeps)
