@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from dmsupdate.errors import Conflict
 from dmsupdate.locks import advisory_lock
+from dmsupdate.rows import update_rows
 from dmsupdate.state.status import AgentStatus, parse_status
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
@@ -77,7 +78,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
         locked = {s.pk: s for s in Server.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
         for pk, status, _ in checked:
             _take_status(locked[pk], status, now)
-        Server.objects.bulk_update(locked.values(), REPORT_FIELDS)
+        update_rows(list(locked.values()), REPORT_FIELDS)
         compare_after_reports([(locked[pk], status) for pk, status, _ in checked])
         lags = lags_of(list(locked.values()), now)
         reports = StatusReport.objects.bulk_create(
@@ -151,9 +152,7 @@ def note_lag_hours(rows: Iterable[tuple[int, datetime, int, float]]) -> None:
     for row in existing:
         new = folded.pop((row.server_id, row.hour))
         _fold(row, new.pending_updates, new.lag_seconds, new.max_pending, new.max_lag_seconds)
-    LagHour.objects.bulk_update(
-        existing, ["pending_updates", "lag_seconds", "max_pending", "max_lag_seconds"]
-    )
+    update_rows(existing, ["pending_updates", "lag_seconds", "max_pending", "max_lag_seconds"])
     LagHour.objects.bulk_create(folded.values())
 
 
