@@ -29,6 +29,7 @@ _PG_TYPES = {
     "BigAutoField": "int8",
     "DateTimeField": "timestamptz",
     "ForeignKey": "int8",
+    "TagsField": "text[]",
 }
 
 

@@ -40,6 +40,7 @@ class PublicationSerializer(serializers.ModelSerializer):
     effective_time = serializers.SerializerMethodField()
     state = serializers.SerializerMethodField()
     etag = serializers.SerializerMethodField()
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = PublicationEvent
@@ -62,6 +63,7 @@ class PublicationSerializer(serializers.ModelSerializer):
             "uploaded",
             "actor",
             "created_at",
+            "tags",
         ]
         read_only_fields = fields
 
@@ -147,6 +149,9 @@ class UploadRequestSerializer(serializers.Serializer):
     format = serializers.CharField(
         required=False, help_text="ttl, nt, nq, rdf, ru, each optionally .gz; else inferred"
     )
+    tags = serializers.CharField(
+        required=False, help_text="comma-separated tags, each [a-z0-9][a-z0-9._-]{0,63}"
+    )
     file = serializers.FileField(required=False, help_text="the content (or send it as the raw body)")
 
 
@@ -158,6 +163,13 @@ class RecordRequestSerializer(serializers.Serializer):
     size = serializers.IntegerField(required=False, min_value=0, help_text="checked against HEAD")
     md5 = serializers.RegexField(r"^[0-9a-fA-F]{32}$", required=False, help_text="checked against the ETag")
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, help_text="recorded as given")
+    tags = serializers.JSONField(required=False, help_text="a list of tags (or one comma-separated string)")
+
+
+class TagsRequestSerializer(serializers.Serializer):
+    """The tags a publisher gives a publication (they replace the ones given before; date tags stay)."""
+
+    tags = serializers.JSONField(help_text="a list of tags, each [a-z0-9][a-z0-9._-]{0,63}")
 
 
 class StateObjectSerializer(serializers.ModelSerializer):
@@ -168,6 +180,7 @@ class StateObjectSerializer(serializers.ModelSerializer):
     graph = serializers.SerializerMethodField()
     component = serializers.SerializerMethodField()
     last_seen = serializers.DateTimeField(source="seen_at", read_only=True)
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = StateObject
@@ -191,6 +204,7 @@ class StateObjectSerializer(serializers.ModelSerializer):
             "first_seen",
             "last_seen",
             "state_changed_at",
+            "tags",
         ]
         read_only_fields = fields
 

@@ -36,11 +36,14 @@ from publications.api.serializers import (
     PublicationSerializer,
     RecordRequestSerializer,
     StateObjectSerializer,
+    TagsRequestSerializer,
     UploadRequestSerializer,
 )
 from publications.idempotency import idempotent, remember_answer, request_fingerprint
 from publications.models import Dataset, PublicationEvent, StateObject
 from publications.replicas import applied_on, replicas_of
+from publications.tagging import set_tags
+from publications.tags import parse_tags
 from publications.validation import Upload, spool, too_large
 
 # Multipart framing around the file is small; a body this much over the limit is refused unread.
@@ -97,7 +100,7 @@ def replayed(earlier: PublicationEvent) -> Response:
 class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Publish updates and follow them until every server of the dataset applied them."""
 
-    roles = {"list": READERS, "retrieve": READERS, "create": PUBLISHERS}
+    roles = {"list": READERS, "retrieve": READERS, "create": PUBLISHERS, "tags": PUBLISHERS}
     filterset_class = PublicationFilter
     parser_classes = [JSONParser, MultiPartParser, RawBodyParser]
     content_negotiation_class = PublicationNegotiation
@@ -180,6 +183,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
                 "label": target.label,
                 "arg": target.arg,
                 "format": content.format,
+                "tags": list(target.tags),
             }
             fingerprint = request_fingerprint(wanted, content.sha256)
             key = request.headers.get("Idempotency-Key") or None
@@ -211,6 +215,16 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
             return None
         return upload
 
+    @extend_schema(request=TagsRequestSerializer, responses={200: PublicationSerializer})
+    @action(detail=True, methods=["put"])
+    def tags(self, request: Request, pk: str | None = None) -> Response:
+        """Replace the tags given to a publication (and its object); its date tags stay."""
+        event = self.get_object()
+        if not isinstance(request.data, dict) or "tags" not in request.data:
+            raise ApiError("invalid", "the JSON body must be an object {tags: [...]}")
+        event = set_tags(event, request.data["tags"], publisher_of(request))
+        return Response(PublicationSerializer(event).data)
+
     def _record(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ApiError("invalid", "the JSON body must be an object {dataset, s3_url, ...}")
@@ -233,6 +247,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
                 sha256=(fields.get("sha256") or "").lower(),
                 idempotency_key=key,
                 fingerprint=fingerprint,
+                tags=parse_tags(fields.get("tags")),
             )
             return answered(event)
 
