@@ -25,9 +25,7 @@ from django.db.models import Lookup
 from dmsupdate.errors import Invalid
 
 TAG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-DATE_TAG = re.compile(
-    r"hour:\d{4}-\d\d-\d\dT\d\d|day:\d{4}-\d\d-\d\d|week:\d{4}-W\d\d|month:\d{4}-\d\d"
-)
+DATE_TAG = re.compile(r"hour:\d{4}-\d\d-\d\dT\d\d|day:\d{4}-\d\d-\d\d|week:\d{4}-W\d\d|month:\d{4}-\d\d")
 MAX_TAGS = 32
 HOUR_NS = 3600 * 10**9
 

@@ -6,8 +6,8 @@ import django_filters
 from django.db.models import QuerySet, Subquery
 
 from dmsupdate.api import ApiError
-from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from dmsupdate.errors import Invalid
+from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.tags import filter_by_tags
 

@@ -51,6 +51,7 @@ def registry(any_root, settings):
     now = timezone.now()
     key = format_key(EffectiveTime.now(), "readings", "add", "http://example.org/g", "ttl")
     obj = StateObject.for_key(dataset, key, ObjectState.PUBLISHED, now, size=10, sha256="ab" * 32)
+    obj.tags = sorted([*obj.tags, "flood-alert"])
     obj.save()
     PublicationEvent.objects.create(
         dataset=dataset,
@@ -63,6 +64,7 @@ def registry(any_root, settings):
         s3_url=f"{root}/{key}",
         idempotency_key="once",
         response={"id": 1, "key": key},
+        tags=obj.tags,
     )
     token, _ = ApiToken.issue(
         publisher, Role.PUBLISHER, name="ci", labels=["readings"], datasets=[dataset, other]
@@ -126,6 +128,8 @@ def test_backup_then_restore_into_an_empty_database_gives_the_same_rows(registry
     for label in backup.MODELS[:-1]:
         assert before[label] == after[label], label
     assert before["token datasets"] == after["token datasets"]
+    assert "flood-alert" in StateObject.objects.get().tags  # tags are part of the registry's backup
+    assert len([t for t in PublicationEvent.objects.get().tags if t.startswith("day:")]) == 1
     assert restored.counts["servers.server"] == 1
     assert verify_chain().ok
     assert get_user_model().objects.get(username="ada").check_password("pw-for-ada")

@@ -157,8 +157,13 @@ def test_a_publisher_scoped_to_labels_tags_only_its_own_publications(publisher, 
     assert refused.status_code == 403
     assert "mine" not in StateObject.objects.get(key=others["key"]).tags
     viewer = make_caller("vic", Role.VIEWER)
-    assert viewer.client.put(f"/api/v1/publications/{own['id']}/tags/", {"tags": []}, format="json").status_code == 403
-    bad = scoped_publisher.client.put(f"/api/v1/publications/{own['id']}/tags/", {"tags": ["No"]}, format="json")
+    assert (
+        viewer.client.put(f"/api/v1/publications/{own['id']}/tags/", {"tags": []}, format="json").status_code
+        == 403
+    )
+    bad = scoped_publisher.client.put(
+        f"/api/v1/publications/{own['id']}/tags/", {"tags": ["No"]}, format="json"
+    )
     assert bad.status_code == 400
 
 
