@@ -245,6 +245,9 @@ DMSUPDATE = {
     # Dashboard login: failed attempts allowed per address and per username, and for how long.
     "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
     "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
+    # GET /api/v1/datasets/{name}/head/: requests answered at once per process; beyond it 429 with this Retry-After.
+    "HEAD_MAX_IN_FLIGHT": env_int("DMSUPDATE_HEAD_MAX_IN_FLIGHT", 16),
+    "HEAD_RETRY_AFTER_SECONDS": env_int("DMSUPDATE_HEAD_RETRY_AFTER_SECONDS", 30),
     # Bearer token required by /metrics when set.
     "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }

@@ -41,6 +41,8 @@ class Dataset(models.Model):
     last_sync_error = models.TextField(blank=True)
     # Serialises effective-time allocation for publications (strictly increasing per dataset).
     last_effective_ns = models.BigIntegerField(default=0)
+    # Moves whenever a published update or image is registered: the head's ETag (publications.head).
+    head_changed_ns = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -36,6 +36,7 @@ from dmsupdate.state.keys import (
     parse_key,
 )
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable
+from publications.head import bump_head
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.signals import update_published
 from publications.tags import object_tags, parse_tags
@@ -270,6 +271,7 @@ def _mark_published(
             tags=obj.tags,
         )
         _audit(event, publisher)
+        bump_head(obj.dataset_id)
     return event
 
 
@@ -360,6 +362,7 @@ def record_external(
             tags=fields["tags"],
         )
         _audit(event, publisher)
+        bump_head(dataset.pk)
     if parsed.kind == ObjectKind.UPDATE:
         update_published.send(Dataset, dataset=dataset, user=publisher.user, actor=publisher.actor)
     return event

@@ -13,7 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from accounts.models import Role
 from accounts.permissions import (
+    AGENTS,
     OPERATORS,
     PUBLISHERS,
     READERS,
@@ -27,7 +29,7 @@ from dmsupdate.api import ApiError
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from jobs.services import start_job
-from publications import services
+from publications import head, services
 from publications.api.filters import PublicationFilter, StateObjectFilter
 from publications.api.pagination import BoundedCountPagination
 from publications.api.serializers import (
@@ -255,7 +257,13 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, ApiViewSet):
     """Datasets (state roots); operators create them."""
 
-    roles = {"list": READERS, "retrieve": READERS, "create": OPERATORS, "update_all": OPERATORS}
+    roles = {
+        "list": READERS,
+        "retrieve": READERS,
+        "create": OPERATORS,
+        "update_all": OPERATORS,
+        "head_of_dataset": READERS | AGENTS,
+    }
     serializer_class = DatasetSerializer
     queryset = Dataset.objects.order_by("name")
     lookup_field = "name"
@@ -289,6 +297,37 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             actor=actor_name(request.user, token_of(request)),
         )
         return Response({"job": JobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(description="{dataset, update: {key, time, effective_ns}|null, image: ...}"),
+            304: OpenApiResponse(description="the head has not moved since the ETag in If-None-Match"),
+            429: OpenApiResponse(description="the control plane is loaded: come back after Retry-After"),
+        },
+        parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER)],
+    )
+    @action(detail=True, methods=["get"], url_path="head", url_name="head")
+    def head_of_dataset(self, request: Request, name: str | None = None) -> Response:
+        """The newest published update and image (key, time), with an ETag; 304 when it has not moved."""
+        if not head.GATE.enter():
+            retry = settings.DMSUPDATE.get("HEAD_RETRY_AFTER_SECONDS", 30)
+            raise ApiError(
+                "loaded", "the control plane is busy; poll again later", 429, {"Retry-After": str(retry)}
+            )
+        try:
+            token = token_of(request)
+            server_id = token.server_id if token is not None and token.role == Role.AGENT else None
+            found = head.find_dataset(str(name), readable_dataset_ids(request), server_id)
+            if found is None:
+                raise ApiError("not_found", f"no dataset named {name!r} that this token may read", 404)
+            etag = head.etag_of(*found)
+            headers = {"ETag": etag, "Cache-Control": "no-cache"}
+            if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+            dataset = Dataset.objects.get(pk=found[0])
+            return Response(head.head_of(dataset), headers=headers)
+        finally:
+            head.GATE.leave()
 
 
 class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):

@@ -1,0 +1,93 @@
+"""A dataset's head: its newest published update and image, which agents poll instead of listing S3 (DESIGN §6).
+
+`Dataset.head_changed_ns` moves whenever a published update or image is registered
+(a publication, a recorded object, sync_state finding one, a missing one back),
+in the same transaction. The ETag is made from it alone, so the answer to an
+agent whose head has not moved (304) costs one read of the dataset's row.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+
+from dmsupdate.state.keys import iso
+from publications.models import Dataset, ObjectKind, ObjectState, StateObject
+
+_TABLE = Dataset._meta.db_table
+
+
+def bump_head(dataset_id: int) -> None:
+    """Note that the dataset's head may have moved (inside the caller's transaction)."""
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {_TABLE} SET head_changed_ns = {greatest}(head_changed_ns + 1, %s) WHERE id = %s",
+            [time.time_ns(), dataset_id],
+        )
+
+
+def etag_of(dataset_id: int, changed_ns: int) -> str:
+    return f'"{dataset_id}-{changed_ns}"'
+
+
+def _newest(dataset: Dataset, kind: str) -> dict[str, Any] | None:
+    # The lag index (dataset, kind, state, effective_ns) answers each with one index probe.
+    row = (
+        StateObject.objects.filter(dataset_id=dataset.pk, kind=kind, state=ObjectState.PUBLISHED)
+        .exclude(effective_ns=None)
+        .order_by("-effective_ns")
+        .values("key", "effective_ns")
+        .first()
+    )
+    if row is None:
+        return None
+    return {"key": row["key"], "time": iso(row["effective_ns"]), "effective_ns": row["effective_ns"]}
+
+
+def head_of(dataset: Dataset) -> dict[str, Any]:
+    """The answer's body: the newest published update and image (key, time), or null."""
+    return {
+        "dataset": dataset.name,
+        "update": _newest(dataset, ObjectKind.UPDATE),
+        "image": _newest(dataset, ObjectKind.IMAGE),
+    }
+
+
+def find_dataset(name: str, dataset_ids: set[int] | None, server_id: int | None) -> tuple[int, int] | None:
+    """(id, head_changed_ns) of the named dataset the caller may read (an agent: its server's), or None."""
+    rows = Dataset.objects.filter(name=name)
+    if dataset_ids is not None:
+        rows = rows.filter(pk__in=dataset_ids)
+    if server_id is not None:
+        rows = rows.filter(Q(servers__pk=server_id))
+    return rows.values_list("pk", "head_changed_ns").first()
+
+
+@dataclass
+class Gate:
+    """How many head requests this process answers at once; beyond the bound, callers are told to come back later."""
+
+    lock: threading.Lock
+    in_flight: int = 0
+
+    def enter(self) -> bool:
+        limit = settings.DMSUPDATE.get("HEAD_MAX_IN_FLIGHT", 16)
+        with self.lock:
+            if self.in_flight >= limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+GATE = Gate(threading.Lock())
