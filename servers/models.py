@@ -47,6 +47,9 @@ class Server(models.Model):
     last_error = models.TextField(blank=True)
     late_keys = models.JSONField(default=list, blank=True)
     invalid_keys = models.JSONField(default=list, blank=True)
+    # The agent's readiness (its GET /ready) as of its last report; None: not reported.
+    ready = models.BooleanField(null=True, blank=True)
+    ready_reason = models.TextField(blank=True)
     # Set when the control plane could not reach the agent; cleared by its next report.
     unreachable_since = models.DateTimeField(null=True, blank=True)
     unreachable_error = models.TextField(blank=True)

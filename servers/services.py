@@ -45,6 +45,8 @@ REPORT_FIELDS = (
     "last_error",
     "late_keys",
     "invalid_keys",
+    "ready",
+    "ready_reason",
     "unreachable_since",
     "unreachable_error",
     "fingerprint",
@@ -113,6 +115,7 @@ def _take_status(server: Server, status: AgentStatus, now: datetime) -> None:
     server.failed_key = status.failed_key
     server.last_error = status.error
     server.late_keys = status.late
+    server.ready, server.ready_reason = status.ready, status.ready_reason
     server.invalid_keys = status.invalid[:1000]
     server.unreachable_since = None
     server.unreachable_error = ""

@@ -107,6 +107,9 @@ class AgentStatus:
     store: dict[str, Any] | None = None
     hook_error: str = ""
     progress: dict[str, int] | None = None
+    # The agent's readiness after the run (`ready`: {"ready", "reason"}); None when it did not say.
+    ready: bool | None = None
+    ready_reason: str = ""
 
     @property
     def effective_ns(self) -> int | None:
@@ -243,4 +246,17 @@ def parse_status(body: Any) -> AgentStatus:
         store=_numbers("store", body.get("store"), ("quads", "bytes")),
         hook_error=_text("hookError", body.get("hookError")),
         progress=_numbers("progress", body.get("progress"), ("done", "total", "bytes")),
+        **_readiness(body.get("ready")),
     )
+
+
+def _readiness(value: Any) -> dict[str, Any]:
+    """`ready` as sent by the agent: {"ready": bool, "reason": text|null}, or absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidStatus("ready must be an object {ready, reason} or null")
+    return {
+        "ready": _flag("ready.ready", value.get("ready")),
+        "ready_reason": _text("ready.reason", value.get("reason")),
+    }

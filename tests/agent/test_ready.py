@@ -42,7 +42,9 @@ def wait_ready(base: str, code: int) -> dict:
         time.sleep(0.05)
 
 
-def test_ready_flips_to_503_while_behind_and_back_to_200_after_catching_up(state, make_config, tmp_path, serve):
+def test_ready_flips_to_503_while_behind_and_back_to_200_after_catching_up(
+    state, make_config, tmp_path, serve
+):
     state.publish_image(0, [], tmp_path)
     state.publish(10, "add", ttl("ex:a ex:p ex:o ."), arg=G, fmt="ttl")
     config = make_config(state, ready_max_lag_seconds=300, ready_check_seconds=0.2)
