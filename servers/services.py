@@ -21,6 +21,7 @@ from publications.replicas import Replica
 from servers.fingerprints import compare_after_reports, note_fingerprint
 from servers.lag import lags_of
 from servers.models import LagHour, RunTrigger, Server, StatusReport
+from servers.signals import server_changed
 
 
 def _without_nul(value: Any) -> Any:
@@ -100,6 +101,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
             for pk, status, body in checked
         )
         note_lag_hours([(r.server_id, now, r.pending_updates, r.lag_seconds) for r in reports])
+    server_changed.send(Server, server_ids=sorted({pk for pk, _, _ in checked}))
     return reports
 
 
@@ -180,6 +182,7 @@ def mark_unreachable(server: Server, error: str) -> None:
             error=error[:2000],
             effective_ns=server.effective_ns,
         )
+    server_changed.send(Server, server_ids=[server.pk])
 
 
 def replicas(dataset_ids: Iterable[int], with_state: bool = False) -> dict[int, list[Replica]]:

@@ -1,0 +1,30 @@
+"""What the notifications app does when servers and jobs change; a failure here never fails the sender."""
+
+from __future__ import annotations
+
+import logging
+
+from jobs.models import Job, JobStatus
+from notifications import services
+
+log = logging.getLogger(__name__)
+
+
+def server_changed(sender, server_id: int, **kwargs) -> None:
+    try:
+        services.observe([server_id])
+        dataset_id = services.Server.objects.filter(pk=server_id).values_list("dataset_id", flat=True).first()
+        if dataset_id is not None:
+            services.check_applied(dataset_id)
+    except Exception:  # noqa: BLE001 - the report is recorded whatever happens here
+        log.exception("notifications for server %s failed", server_id)
+
+
+def job_finished(sender, job_id: int, status: str, **kwargs) -> None:
+    if status != JobStatus.FAILED:
+        return
+    try:
+        job = Job.objects.select_related("dataset", "server__dataset").get(pk=job_id)
+        services.job_failed(job)
+    except Exception:  # noqa: BLE001
+        log.exception("notification of failed job %s failed", job_id)
