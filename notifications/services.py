@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from dmsupdate.state.keys import iso
@@ -123,14 +123,15 @@ def check_applied(dataset_id: int) -> list[Event]:
     if not enabled["servers"] or enabled["reported"] < enabled["servers"]:
         return []
     low = enabled["low"]
+    hooks = hooks_for(dataset_id, EventKind.PUBLICATION_APPLIED)
     events = []
     with transaction.atomic():
-        mark, created = AppliedMark.objects.select_for_update().get_or_create(
-            dataset_id=dataset_id, defaults={"effective_ns": low}
+        mark, _ = AppliedMark.objects.select_for_update().get_or_create(
+            dataset_id=dataset_id, defaults={"effective_ns": _first_mark(dataset_id, hooks, low)}
         )
-        if created or low <= mark.effective_ns:
+        if low <= mark.effective_ns:
             return []
-        if not hooks_for(dataset_id, EventKind.PUBLICATION_APPLIED):
+        if not hooks:
             AppliedMark.objects.filter(pk=mark.pk).update(effective_ns=low)
             return []
         rows = list(
@@ -161,6 +162,15 @@ def check_applied(dataset_id: int) -> list[Event]:
         reached = rows[-1].effective_ns if len(rows) == APPLIED_BATCH else low
         AppliedMark.objects.filter(pk=mark.pk).update(effective_ns=reached)
     return events
+
+
+def _first_mark(dataset_id: int, hooks: list[Webhook], low: int) -> int:
+    """Where telling starts: after the publications older than the first webhook that wants to be told."""
+    if not hooks:
+        return low
+    since = min(hook.created_at for hook in hooks)
+    older = PublicationEvent.objects.filter(dataset_id=dataset_id, created_at__lt=since)
+    return older.aggregate(newest=Max("effective_ns"))["newest"] or 0
 
 
 def job_failed(job: Job) -> Event | None:

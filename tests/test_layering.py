@@ -22,7 +22,16 @@ LAYERS = [
 ]
 LEVEL = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 ROOF = ("urls", "settings", "wsgi", "asgi")
-PACKAGES = ["dmsupdate", "accounts", "audit", "jobs", "publications", "servers", "notifications", "operations"]
+PACKAGES = [
+    "dmsupdate",
+    "accounts",
+    "audit",
+    "jobs",
+    "publications",
+    "servers",
+    "notifications",
+    "operations",
+]
 MAX_LINES = 400
 
 

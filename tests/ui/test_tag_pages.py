@@ -39,4 +39,6 @@ def test_the_publications_page_filters_by_tags(viewer_client, fleet, updates):
     tag(events[:1], "flood-alert")
     html = viewer_client.get("/publications/", {"tags_any": "flood-alert"}).content.decode()
     assert events[0].key in html and events[1].key not in html
-    assert StateObject.objects.filter(tags__has_any=["flood-alert"]).count() == 0  # only the event was tagged here
+    assert (
+        StateObject.objects.filter(tags__has_any=["flood-alert"]).count() == 0
+    )  # only the event was tagged here
