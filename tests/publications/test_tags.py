@@ -192,3 +192,16 @@ def test_the_planner_answers_tag_filters_from_the_gin_index(dataset):
     for plan in plans:
         assert "object_tags_gin" in plan, plan
     assert list(rows) and list(anyof)
+
+
+def test_a_page_of_few_tagged_matches_is_sorted_rather_than_walked(viewer, tagged_registry):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as seen:
+        answer = viewer.client.get("/api/v1/objects/", {"dataset": "flood", "tags_all": "red,big"})
+    assert [row["key"] for row in answer.json()["results"]] == [tagged_registry["a"].key]
+    page = [q["sql"] for q in seen.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
+    assert page and '("publications_stateobject"."dataset_id" + 0)' in page[-1]
+    with CaptureQueriesContext(connection) as walked:
+        viewer.client.get("/api/v1/objects/", {"dataset": "flood", "kind": "update"})
+    assert all("+ 0)" not in q["sql"] for q in walked.captured_queries)
