@@ -6,11 +6,15 @@ import logging
 
 from jobs.models import Job, JobStatus
 from notifications import services
+from notifications.models import Webhook
 
 log = logging.getLogger(__name__)
 
 
 def server_changed(sender, server_id: int, **kwargs) -> None:
+    """Reports cost nothing more where no webhook is enabled (then there is nothing to tell)."""
+    if not Webhook.objects.filter(enabled=True).exists():
+        return
     try:
         services.observe([server_id])
         dataset_id = services.Server.objects.filter(pk=server_id).values_list("dataset_id", flat=True).first()
@@ -21,7 +25,7 @@ def server_changed(sender, server_id: int, **kwargs) -> None:
 
 
 def job_finished(sender, job_id: int, status: str, **kwargs) -> None:
-    if status != JobStatus.FAILED:
+    if status != JobStatus.FAILED or not Webhook.objects.filter(enabled=True).exists():
         return
     try:
         job = Job.objects.select_related("dataset", "server__dataset").get(pk=job_id)
