@@ -205,3 +205,22 @@ def test_a_page_of_few_tagged_matches_is_sorted_rather_than_walked(viewer, tagge
     with CaptureQueriesContext(connection) as walked:
         viewer.client.get("/api/v1/objects/", {"dataset": "flood", "kind": "update"})
     assert all("+ 0)" not in q["sql"] for q in walked.captured_queries)
+
+
+def test_with_a_tag_filter_the_count_is_exact_up_to_a_thousand(viewer, dataset):
+    base = EffectiveTime.parse_text("2026-12-01T09:00:00Z").nanos
+    now = timezone.now()
+    rows = []
+    for n in range(1001):
+        row = StateObject.for_key(
+            dataset,
+            format_key(EffectiveTime(base + n), "feed", "update", None, "ru"),
+            ObjectState.PUBLISHED,
+            now,
+        )
+        row.tags = sorted([*row.tags, "many"])
+        rows.append(row)
+    StateObject.objects.bulk_create(rows)
+    tagged = viewer.client.get("/api/v1/objects/", {"dataset": "flood", "tags_all": "many"}).json()
+    assert tagged["count"] is None and tagged["count_more_than"] == 1000 and tagged["next"]
+    assert viewer.client.get("/api/v1/objects/", {"dataset": "flood"}).json()["count"] == 1001
