@@ -158,6 +158,9 @@ def measure(runs: int, objects: int) -> tuple[dict, dict]:
         raw = _raw_side(connection, count_sql, page_sql, [dataset.pk, *params])
         answer = client.get("/api/v1/objects/", {"dataset": "tagged", "limit": 50, **query}).json()
         sides = alternated({"api": api, "raw": raw}, runs)
+        cpu = time.process_time()
+        api()
+        sides["cpu"] = (time.process_time() - cpu) / REQUESTS_PER_RUN * 1000
         with connection.cursor() as cur:
             cur.execute("EXPLAIN " + count_sql, [dataset.pk, *params])
             plans[name] = [row[0] for row in cur.fetchall()]
@@ -177,8 +180,8 @@ def main(argv: list[str] | None = None) -> Outcome:
         f"{args.objects:,} objects in one dataset; each figure a median of {args.runs} runs of "
         f"{REQUESTS_PER_RUN} requests (first page of 50 rows and the count, exact up to 1,000 with a tag filter).",
         "",
-        "| query | matches | API median | API spread | raw SQL median | ratio |",
-        "|---|---|---|---|---|---|",
+        "| query | matches | API median | API spread | raw SQL median | ratio | web process CPU per request |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, fig in figures.items():
         api_ms, raw_ms = statistics.median(fig["api"]), statistics.median(fig["raw"])
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> Outcome:
         )
         details.append(
             f"| `{'&'.join(f'{k}={v}' for k, v in fig['query'].items())}` | {count} | {api_ms:.1f} ms | "
-            f"{min(fig['api']):.1f} – {max(fig['api']):.1f} ms | {raw_ms:.1f} ms | {api_ms / raw_ms:.2f}× |"
+            f"{min(fig['api']):.1f} – {max(fig['api']):.1f} ms | {raw_ms:.1f} ms | {api_ms / raw_ms:.2f}× | "
+            f"{fig['cpu']:.1f} ms |"
         )
     details += ["", "Plans PostgreSQL chose for the bounded count:", ""]
     for name, plan in plans.items():
