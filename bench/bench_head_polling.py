@@ -91,6 +91,7 @@ def idle_fleet(runs: int, agents: int) -> tuple[list[int], int, int]:
 
     from django.contrib.auth import get_user_model
     from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
     from werkzeug.serving import make_server
 
     from accounts.models import ApiToken, Role
@@ -103,7 +104,17 @@ def idle_fleet(runs: int, agents: int) -> tuple[list[int], int, int]:
     from servers.models import Server
 
     logging.getLogger("dmsupdate.agent").setLevel(logging.ERROR)
-    web = make_server("127.0.0.1", 0, WSGIHandler(), threaded=True)
+    logging.getLogger("publications.sync").setLevel(logging.WARNING)
+    handler = WSGIHandler()
+
+    def app(environ, start_response):
+        # Each request thread's connection is closed with it (the database is dropped afterwards).
+        try:
+            return list(handler(environ, start_response))
+        finally:
+            connection.close()
+
+    web = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     control = f"http://127.0.0.1:{web.server_port}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-head-"))

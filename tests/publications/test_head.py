@@ -59,7 +59,12 @@ def test_an_object_found_by_sync_state_moves_the_head_and_an_image_shows(agent, 
     assert agent.client.get("/api/v1/datasets/flood/head/", HTTP_IF_NONE_MATCH=etag).status_code == 304
 
 
-def test_an_agent_reads_only_its_own_dataset_and_unknown_names_are_404(agent, dataset, other_dataset):
+def test_an_agent_reads_only_its_own_dataset_and_unknown_names_are_404(
+    agent, dataset, other_dataset, scoped_publisher
+):
+    assert scoped_publisher.client.get("/api/v1/datasets/flood/head/").status_code == 200
+    assert scoped_publisher.client.get("/api/v1/datasets/rivers/head/").status_code == 404
+    assert agent.client.get("/api/v1/datasets/flood/head/").status_code == 200
     assert agent.client.get("/api/v1/datasets/rivers/head/").status_code == 404
     assert agent.client.get("/api/v1/datasets/nope/head/").json()["error"] == "not_found"
     viewer = make_caller("vee", Role.VIEWER)
