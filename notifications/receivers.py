@@ -11,17 +11,17 @@ from notifications.models import Webhook
 log = logging.getLogger(__name__)
 
 
-def server_changed(sender, server_id: int, **kwargs) -> None:
+def server_changed(sender, server_ids: list[int], **kwargs) -> None:
     """Reports cost nothing more where no webhook is enabled (then there is nothing to tell)."""
     if not Webhook.objects.filter(enabled=True).exists():
         return
     try:
-        services.observe([server_id])
-        dataset_id = services.Server.objects.filter(pk=server_id).values_list("dataset_id", flat=True).first()
-        if dataset_id is not None:
+        services.observe(server_ids)
+        datasets = services.Server.objects.filter(pk__in=server_ids).values_list("dataset_id", flat=True)
+        for dataset_id in sorted(set(datasets)):
             services.check_applied(dataset_id)
-    except Exception:  # noqa: BLE001 - the report is recorded whatever happens here
-        log.exception("notifications for server %s failed", server_id)
+    except Exception:  # noqa: BLE001 - the reports are recorded whatever happens here
+        log.exception("notifications for servers %s failed", server_ids)
 
 
 def job_finished(sender, job_id: int, status: str, **kwargs) -> None:

@@ -2,5 +2,5 @@
 
 from django.dispatch import Signal
 
-# Sent after a server's recorded status may have changed (a report, a failed contact): `server_id`.
+# Sent after servers' recorded status may have changed (reports, a failed contact): `server_ids`.
 server_changed = Signal()
