@@ -34,6 +34,25 @@ def bump_head(dataset_id: int) -> None:
         )
 
 
+def publish_and_move_head(object_id: int, etag: str, when) -> None:
+    """Mark a verified upload published and move its dataset's head, in one statement (a publication's hot path)."""
+    if connection.vendor != "postgresql":
+        StateObject.objects.filter(pk=object_id).update(
+            state=ObjectState.PUBLISHED, etag=etag, state_changed_at=when
+        )
+        bump_head(StateObject.objects.filter(pk=object_id).values_list("dataset_id", flat=True).get())
+        return
+    objects = StateObject._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"WITH published AS (UPDATE {objects} SET state = %s, etag = %s, state_changed_at = %s"
+            f" WHERE id = %s RETURNING dataset_id)"
+            f" UPDATE {_TABLE} d SET head_changed_ns = GREATEST(d.head_changed_ns + 1, %s)"
+            " FROM published WHERE d.id = published.dataset_id",
+            [str(ObjectState.PUBLISHED), etag, when, object_id, time.time_ns()],
+        )
+
+
 def etag_of(dataset_id: int, changed_ns: int) -> str:
     return f'"{dataset_id}-{changed_ns}"'
 

@@ -36,7 +36,7 @@ from dmsupdate.state.keys import (
     parse_key,
 )
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable
-from publications.head import bump_head
+from publications.head import bump_head, publish_and_move_head
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.signals import update_published
 from publications.tags import object_tags, parse_tags
@@ -250,9 +250,8 @@ def _mark_published(
     """Mark the verified object published with its event and audit row, in one transaction."""
     with transaction.atomic():
         obj.state, obj.etag, obj.state_changed_at = ObjectState.PUBLISHED, info.etag or "", timezone.now()
-        StateObject.objects.filter(pk=obj.pk).update(
-            state=obj.state, etag=obj.etag, state_changed_at=obj.state_changed_at
-        )
+        # One statement: the object is published and its dataset's head moves (publications.head).
+        publish_and_move_head(obj.pk, obj.etag, obj.state_changed_at)
         event = PublicationEvent.objects.create(
             dataset=obj.dataset,
             object=obj,
@@ -271,7 +270,6 @@ def _mark_published(
             tags=obj.tags,
         )
         _audit(event, publisher)
-        bump_head(obj.dataset_id)
     return event
 
 
