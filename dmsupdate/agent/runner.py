@@ -14,8 +14,8 @@ from dmsupdate.agent.cache import CachedSource, ImageCache
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.embedded import EmbeddedBackend
 from dmsupdate.agent.errors import AgentError, Throttled
-from dmsupdate.agent.kept_fingerprint import KeptFingerprint
 from dmsupdate.agent.hooks import run_post_update
+from dmsupdate.agent.kept_fingerprint import KeptFingerprint
 from dmsupdate.agent.progress import CountingStore, RunProgress, store_facts
 from dmsupdate.agent.ready import note_seen, readiness
 from dmsupdate.agent.report import report_status

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('servers', '0004_fingerprints'),
+        ("servers", "0004_fingerprints"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='server',
-            name='ready',
+            model_name="server",
+            name="ready",
             field=models.BooleanField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='server',
-            name='ready_reason',
+            model_name="server",
+            name="ready_reason",
             field=models.TextField(blank=True),
         ),
     ]

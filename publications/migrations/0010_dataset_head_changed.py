@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('publications', '0008_tags_with_gin_indexes'),
+        ("publications", "0009_tags_with_gin_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dataset',
-            name='head_changed_ns',
+            model_name="dataset",
+            name="head_changed_ns",
             field=models.BigIntegerField(default=0),
         ),
     ]
