@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "jobs",
     "publications",
     "servers",
+    "notifications",
     "operations",
 ]
 
@@ -245,6 +246,12 @@ DMSUPDATE = {
     # Dashboard login: failed attempts allowed per address and per username, and for how long.
     "LOGIN_FAILURE_LIMIT": env_int("DMSUPDATE_LOGIN_FAILURE_LIMIT", 10),
     "LOGIN_LOCKOUT_SECONDS": env_int("DMSUPDATE_LOGIN_LOCKOUT_SECONDS", 900),
+    # GET /api/v1/datasets/{name}/head/: requests answered at once per process; beyond it 429 with this Retry-After.
+    "HEAD_MAX_IN_FLIGHT": env_int("DMSUPDATE_HEAD_MAX_IN_FLIGHT", 16),
+    "HEAD_RETRY_AFTER_SECONDS": env_int("DMSUPDATE_HEAD_RETRY_AFTER_SECONDS", 30),
+    # Webhook deliveries: attempts before giving up, and the first retry's delay (doubling each time).
+    "WEBHOOK_MAX_ATTEMPTS": env_int("DMSUPDATE_WEBHOOK_MAX_ATTEMPTS", 5),
+    "WEBHOOK_RETRY_SECONDS": env_int("DMSUPDATE_WEBHOOK_RETRY_SECONDS", 30),
     # Bearer token required by /metrics when set.
     "METRICS_TOKEN": os.environ.get("DMSUPDATE_METRICS_TOKEN", ""),
 }

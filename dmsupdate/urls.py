@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("servers.api.urls")),
     path("", include("jobs.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("notifications.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
@@ -31,6 +32,7 @@ urlpatterns = [
     path("", include("publications.urls")),
     path("", include("jobs.urls")),
     path("", include("audit.urls")),
+    path("", include("notifications.urls")),
 ]
 
 # JSON for /api/, HTML pages for the dashboard.

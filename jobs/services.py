@@ -21,6 +21,7 @@ from audit.middleware import request_id_scope
 from audit.services import record
 from jobs.models import Job, JobStatus
 from jobs.registry import registered, runner_of
+from jobs.signals import job_finished
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,6 +144,7 @@ def run_job(job_id: int) -> None:
         else:
             _finish(job, JobStatus.SUCCEEDED, result, "")
     job.refresh_from_db()
+    job_finished.send(Job, job_id=job.pk, status=job.status)
     bookkeeping(
         lambda: record(
             job.actor or "system",
@@ -174,10 +176,13 @@ def fail_stale_jobs(older_than_seconds: int) -> int:
     stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
     n = 0
     for job in stale:
-        n += Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        failed = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
             status=JobStatus.FAILED,
             error="the worker running this job stopped (no heartbeat); start it again",
             finished_at=timezone.now(),
         )
+        n += failed
         record("system", f"job.{job.kind}.failed", "", {"job": job.pk, "error": "worker lost"})
+        if failed:
+            job_finished.send(Job, job_id=job.pk, status=JobStatus.FAILED)
     return n

@@ -5,7 +5,7 @@ written to the backup root (`DMSUPDATE["BACKUP_ROOT"]`, by default a folder unde
 the var directory; never a dataset's root, which its agents and publishers read):
 a header line, one line per row (users, datasets, servers, state objects,
 publication events, API tokens (hashed), jobs, update runs, status reports,
-the audit log), and a trailer with the row counts. Rows are streamed from one
+the audit log, webhooks), and a trailer with the row counts. Rows are streamed from one
 consistent snapshot into a scratch file, so memory stays bounded whatever the
 registry's size. Secrets (agent tokens, password hashes) are sealed with a
 key kept outside the database and the bucket, and the backup is signed beside
@@ -59,6 +59,7 @@ MODELS = (
     "servers.updaterun",
     "servers.statusreport",
     "audit.auditevent",
+    "notifications.webhook",
 )
 
 

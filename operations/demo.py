@@ -53,6 +53,8 @@ def agent_config(name: str, root: str, token: str, agent_token: str, port: int) 
         "bindir": str(folder / "bin"),
         "agent_token": agent_token,
         "controlplane": {"url": f"http://127.0.0.1:{port}", "server": name, "token": token},
+        # The demo shows servers at different lags until an admin presses Update: none catches up on its own.
+        "update_on_start": False,
     }
 
 

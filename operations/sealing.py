@@ -22,7 +22,11 @@ from django.conf import settings
 from audit.services import Anchor
 
 # Fields a backup holds sealed, by model.
-SECRET_FIELDS = {"auth.user": ("password",), "servers.server": ("agent_token",)}
+SECRET_FIELDS = {
+    "auth.user": ("password",),
+    "servers.server": ("agent_token",),
+    "notifications.webhook": ("secret",),
+}
 SEALED = "sealed:"
 
 

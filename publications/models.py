@@ -10,6 +10,7 @@ from django.db import models
 
 from dmsupdate.choices import ColouredChoices
 from dmsupdate.state.keys import EffectiveTime, StateKey, parse_key
+from publications.tags import TagsField, date_tags
 
 
 class Dataset(models.Model):
@@ -40,6 +41,8 @@ class Dataset(models.Model):
     last_sync_error = models.TextField(blank=True)
     # Serialises effective-time allocation for publications (strictly increasing per dataset).
     last_effective_ns = models.BigIntegerField(default=0)
+    # Moves whenever a published update or image is registered: the head's ETag (publications.head).
+    head_changed_ns = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -106,6 +109,8 @@ class StateObject(models.Model):
     state_changed_at = models.DateTimeField(null=True, blank=True)
     # An image's fingerprint (DESIGN §5b), recorded by build_image: what servers at its time must hold.
     fingerprint = models.JSONField(null=True, blank=True)
+    # Its date tags and its publication's tags (publications.tags); GIN-indexed on PostgreSQL (migration 0009).
+    tags = TagsField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["dataset", "key"], name="unique_key_per_dataset")]
@@ -137,6 +142,7 @@ class StateObject(models.Model):
             "effective_at": eff.to_datetime() if eff else None,
             "arg": parsed.arg or "",
             "format": parsed.format or "",
+            "tags": date_tags(eff.nanos if eff else None),
         }
 
     @classmethod
@@ -200,6 +206,8 @@ class PublicationEvent(models.Model):
     request_fingerprint = models.CharField(max_length=64, blank=True)
     # The first answer, replayed for a repeated Idempotency-Key; {} when no key was sent.
     response = models.JSONField(default=dict, blank=True)
+    # The publisher's tags and the date tags of the effective time (publications.tags).
+    tags = TagsField()
 
     class Meta:
         ordering = ["-effective_ns"]
@@ -222,3 +230,8 @@ class PublicationEvent(models.Model):
     @property
     def effective_at(self) -> datetime:
         return self.effective.to_datetime()
+
+    @property
+    def given_tags(self) -> list[str]:
+        """The tags its publisher gave (without the date tags)."""
+        return [t for t in self.tags if ":" not in t]

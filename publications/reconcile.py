@@ -15,6 +15,7 @@ from django.db import connection
 from dmsupdate.state.keys import InvalidKey, nanos_to_datetime, parse_key, parse_key_parts
 from dmsupdate.state.stores import ObjectInfo
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
+from publications.tags import date_tags
 
 BATCH = 1000
 # Registry rows read per query when comparing a batch with its key range.
@@ -35,6 +36,7 @@ FRESH_COLUMNS = (
     "etag",
     "state",
     "error",
+    "tags",
 )
 STATE = FRESH_COLUMNS.index("state")
 # States a row keeps when its key is not listed: already gone, or deleted by GC.
@@ -132,7 +134,7 @@ def new_row(info: ObjectInfo) -> tuple:
     try:
         kind, op, label, nanos, arg, fmt = parse_key_parts(info.key)
     except InvalidKey as exc:
-        return (info.key, _OTHER, "", "", None, None, "", "", info.size, etag, _INVALID, str(exc))
+        return (info.key, _OTHER, "", "", None, None, "", "", info.size, etag, _INVALID, str(exc), [])
     effective_at = nanos_to_datetime(nanos) if nanos is not None else None
     return (
         info.key,
@@ -147,6 +149,7 @@ def new_row(info: ObjectInfo) -> tuple:
         etag,
         _PUBLISHED,
         "",
+        date_tags(nanos),
     )
 
 

@@ -18,6 +18,7 @@ from django.db.models import Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from publications.head import bump_head
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
 from publications.prefetch import DONE
 from publications.reconcile import BATCH, FRESH_COLUMNS, NOT_GONE, TABLE, Changes
@@ -29,6 +30,7 @@ _PG_TYPES = {
     "BigAutoField": "int8",
     "DateTimeField": "timestamptz",
     "ForeignKey": "int8",
+    "TagsField": "text[]",
 }
 
 
@@ -212,6 +214,8 @@ def _write_changes(
             )
         if changes.restored:
             _restore(changes.restored, now)
+        if changes.restored or any(_moves_head(row) for row in changes.fresh):
+            bump_head(dataset.pk)
         if changes.gone is not None:
             missing = _mark_gone(dataset, *changes.gone, started_at, previous_full_sync, now)
         if changes.cursor is not None and changes.cursor != committed_cursor:
@@ -254,6 +258,14 @@ def _insert(dataset: Dataset, rows: list[tuple], now: datetime, skip_existing: b
         copy.set_types([_copy_type(column) for column in [*constant, *FRESH_COLUMNS]])
         for row in rows:
             copy.write_row(first + row)
+
+
+def _moves_head(row: tuple) -> bool:
+    """Whether a new row is a published update or image (one an agent would replay)."""
+    return row[_STATE] == ObjectState.PUBLISHED and row[_KIND] in (ObjectKind.UPDATE, ObjectKind.IMAGE)
+
+
+_STATE, _KIND = FRESH_COLUMNS.index("state"), FRESH_COLUMNS.index("kind")
 
 
 def _restore(ids: list[int], now: datetime) -> None:

@@ -36,8 +36,10 @@ from dmsupdate.state.keys import (
     parse_key,
 )
 from dmsupdate.state.stores import ObjectExists, ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable
+from publications.head import bump_head, publish_and_move_head
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.signals import update_published
+from publications.tags import object_tags, parse_tags
 from publications.validation import (
     Upload,
     check_layout,
@@ -67,6 +69,7 @@ class Target:
     label: str
     op: str
     arg: str | None
+    tags: tuple[str, ...] = ()
 
 
 def dataset_named(name: object) -> Dataset:
@@ -107,7 +110,7 @@ def check_target(params: dict[str, str], publisher: Publisher) -> Target:
     publisher.scope.check(dataset, params["label"])
     arg = _arg(op, params.get("graph", ""), params.get("component", ""))
     check_layout(params["label"], op, arg, None)
-    return Target(dataset, params["label"], op, arg)
+    return Target(dataset, params["label"], op, arg, tuple(parse_tags(params.get("tags", ""))))
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,12 @@ def publish_upload(
     with transaction.atomic():
         effective = allocate_time(dataset)
         key = make_key(effective, target.label, target.op, target.arg, content.format or None)
+        fields = StateObject.fields_from_key(key)
+        fields["tags"] = object_tags(effective.nanos, target.tags)
         obj = StateObject.objects.create(
             dataset=dataset,
             key=key.key,
-            **StateObject.fields_from_key(key),
+            **fields,
             size=size,
             sha256=content.sha256,
             state=ObjectState.UNPUBLISHED,
@@ -245,9 +250,8 @@ def _mark_published(
     """Mark the verified object published with its event and audit row, in one transaction."""
     with transaction.atomic():
         obj.state, obj.etag, obj.state_changed_at = ObjectState.PUBLISHED, info.etag or "", timezone.now()
-        StateObject.objects.filter(pk=obj.pk).update(
-            state=obj.state, etag=obj.etag, state_changed_at=obj.state_changed_at
-        )
+        # One statement: the object is published and its dataset's head moves (publications.head).
+        publish_and_move_head(obj.pk, obj.etag, obj.state_changed_at)
         event = PublicationEvent.objects.create(
             dataset=obj.dataset,
             object=obj,
@@ -263,6 +267,7 @@ def _mark_published(
             uploaded=True,
             idempotency_key=idempotency_key or None,
             request_fingerprint=fingerprint,
+            tags=obj.tags,
         )
         _audit(event, publisher)
     return event
@@ -289,6 +294,7 @@ def record_external(
     sha256: str = "",
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    tags: list[str] | tuple[str, ...] = (),
 ) -> PublicationEvent:
     """Record an object a publisher already put under the dataset's root (checked with HEAD)."""
     publisher.scope.check(dataset)
@@ -325,6 +331,7 @@ def record_external(
         "last_seen": now,
         "state_changed_at": now,
     }
+    fields["tags"] = object_tags(parsed.effective.nanos if parsed.effective else None, tags)
     with transaction.atomic():
         Dataset.objects.select_for_update().get(pk=dataset.pk)
         if PublicationEvent.objects.filter(dataset=dataset, key=key).exists():
@@ -350,8 +357,10 @@ def record_external(
             uploaded=False,
             idempotency_key=idempotency_key or None,
             request_fingerprint=fingerprint,
+            tags=fields["tags"],
         )
         _audit(event, publisher)
+        bump_head(dataset.pk)
     if parsed.kind == ObjectKind.UPDATE:
         update_published.send(Dataset, dataset=dataset, user=publisher.user, actor=publisher.actor)
     return event
@@ -372,5 +381,6 @@ def _audit(event: PublicationEvent, publisher: Publisher) -> None:
             "sha256": event.sha256,
             "s3_url": event.s3_url,
             "idempotency_key": event.idempotency_key,
-        },
+        }
+        | ({"tags": event.given_tags} if event.given_tags else {}),
     )

@@ -11,11 +11,26 @@ from django.shortcuts import get_object_or_404, redirect
 
 from accounts.access import operator_action, page, viewer_required
 from audit.services import actor_name
+from dmsupdate.errors import Invalid
 from dmsupdate.web import day_range, int_param, keyset_page, text_param
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import start_job
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
 from publications.replicas import applied_on, replicas_of
+from publications.tags import filter_by_tags
+
+TAG_FILTERS = ("tags_any", "tags_all", "tags_exclude")
+
+
+def tag_filtered(rows, params) -> tuple:
+    """Rows filtered by the page's tag fields, the fields' clean values, and a notice when one is wrong."""
+    given = {name: text_param(params, name, 2000) for name in TAG_FILTERS}
+    try:
+        rows = filter_by_tags(rows, given["tags_any"], given["tags_all"], given["tags_exclude"])
+    except Invalid as exc:
+        return rows, dict.fromkeys(TAG_FILTERS, ""), f"Tag filter ignored: {exc.detail}"
+    return rows, given, ""
+
 
 OPS = ["add", "replace", "drop", "update", "postproc", "image", "dump"]
 # Object states worth an admin's attention, highlighted on the objects page.
@@ -49,6 +64,7 @@ def publications_page(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(op=op)
     lookups, days = day_range(params, "created_at")
     rows = rows.filter(**lookups)
+    rows, tags, notice = tag_filtered(rows, params)
     publications, next_query = keyset_page(rows, params)
     counts = applied_on(publications)
     for p in publications:
@@ -61,8 +77,9 @@ def publications_page(request: HttpRequest) -> HttpResponse:
             "next_query": next_query,
             "datasets": Dataset.objects.order_by("name").values_list("name", flat=True),
             "ops": OPS,
-            "filters": {"dataset": dataset, "label": label, "op": op, **days},
-            "filtered": bool(dataset or label or op or lookups or params.get("before")),
+            "filters": {"dataset": dataset, "label": label, "op": op, **days, **tags},
+            "notice": notice,
+            "filtered": bool(dataset or label or op or lookups or any(tags.values()) or params.get("before")),
         },
     )
 
@@ -98,13 +115,13 @@ def objects_page(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(kind=kind)
     if label:
         rows = rows.filter(label=label)
-    notice = ""
+    rows, tags, notice = tag_filtered(rows, params)
     if prefix and not dataset:
         names = list(Dataset.objects.values_list("name", flat=True)[:2])
         if len(names) == 1:
             dataset = names[0]
         else:
-            notice = "Choose a dataset to search keys by prefix: keys are unique within a dataset."
+            notice = notice or "Choose a dataset to search keys by prefix: keys are unique within a dataset."
             prefix = ""
     if prefix:
         # Within one dataset, listed by key: the (dataset, key) unique index serves
@@ -127,9 +144,18 @@ def objects_page(request: HttpRequest) -> HttpResponse:
             "datasets": Dataset.objects.order_by("name").values_list("name", flat=True),
             "states": [*ObjectState.values, "problems", "late"],
             "kinds": ObjectKind.values,
-            "filters": {"dataset": dataset, "state": state, "kind": kind, "label": label, "prefix": prefix},
+            "filters": {
+                "dataset": dataset,
+                "state": state,
+                "kind": kind,
+                "label": label,
+                "prefix": prefix,
+                **tags,
+            },
             "notice": notice,
-            "filtered": bool(dataset or state or kind or label or prefix or params.get("before")),
+            "filtered": bool(
+                dataset or state or kind or label or prefix or any(tags.values()) or params.get("before")
+            ),
         },
     )
 

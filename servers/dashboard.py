@@ -212,7 +212,7 @@ def _lag_hours(
 
 # What the fleet page reads of each server: its state inputs (servers.lag.state_of)
 # and what the row shows; not the reported key lists' full content beyond late_keys.
-FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error")
+FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error", "ready", "ready_reason")
 
 # Rows shown per dataset section; more are reached by search, a state filter or the next page.
 SECTION_ROWS = 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 
 from dmsupdate.choices import ColouredChoices
 from dmsupdate.state.keys import EffectiveTime
@@ -47,6 +47,9 @@ class Server(models.Model):
     last_error = models.TextField(blank=True)
     late_keys = models.JSONField(default=list, blank=True)
     invalid_keys = models.JSONField(default=list, blank=True)
+    # The agent's readiness (its GET /ready) as of its last report; None: not reported.
+    ready = models.BooleanField(null=True, blank=True)
+    ready_reason = models.TextField(blank=True)
     # Set when the control plane could not reach the agent; cleared by its next report.
     unreachable_since = models.DateTimeField(null=True, blank=True)
     unreachable_error = models.TextField(blank=True)
@@ -100,16 +103,17 @@ class Server(models.Model):
 
     @classmethod
     def note_apply_rates(cls, rates: list[tuple[int, int, float]]) -> None:
-        """`note_apply_rate` for several servers (pk, ops, seconds) in one statement."""
+        """`note_apply_rate` for several servers (pk, ops, seconds), sent together."""
         if not rates:
             return
         keep = cls.APPLY_RATE_MEMORY
-        ops = models.Case(*(models.When(pk=pk, then=models.Value(float(n))) for pk, n, _ in rates))
-        secs = models.Case(*(models.When(pk=pk, then=models.Value(float(t))) for pk, _, t in rates))
-        cls.objects.filter(pk__in=[pk for pk, _, _ in rates]).update(
-            apply_ops=models.F("apply_ops") * keep + ops,
-            apply_seconds=models.F("apply_seconds") * keep + secs,
-        )
+        table = connection.ops.quote_name(cls._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET apply_ops = apply_ops * %s + %s, apply_seconds = apply_seconds * %s + %s"
+                " WHERE id = %s",
+                [(keep, float(ops), keep, float(seconds), pk) for pk, ops, seconds in rates],
+            )
 
     @classmethod
     def set_enabled(cls, pks: list[int], enabled: bool) -> list[str]:

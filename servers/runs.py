@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from django.utils import timezone
 
 from audit.services import record
+from dmsupdate.rows import update_rows
 from dmsupdate.state.keys import EffectiveTime
 from dmsupdate.state.status import AgentStatus, InvalidStatus, parse_status
 from jobs.models import Job
@@ -85,7 +86,7 @@ def finish_runs(
         if kind == RunKind.UPDATE and outcome.result == RunResult.OK and run.ops_applied:
             rates.append((server.pk, run.ops_applied, answer.duration))
         entries[server.name] = _entry(server, kind, run, answer, outcome)
-    UpdateRun.objects.bulk_update(runs, CLOSED_FIELDS)
+    update_rows(runs, CLOSED_FIELDS)
     Server.note_apply_rates(rates)
     for server, _ in batch:
         entry = entries[server.name]

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from dmsupdate.errors import Conflict
 from dmsupdate.locks import advisory_lock
+from dmsupdate.rows import update_rows
 from dmsupdate.state.redact import redact
 from dmsupdate.state.status import AgentStatus, parse_status, stored_body
 from jobs.models import Job, JobKind, JobStatus
@@ -21,6 +22,7 @@ from publications.replicas import Replica
 from servers.fingerprints import compare_after_reports, note_fingerprint
 from servers.lag import lags_of
 from servers.models import LagHour, RunTrigger, Server, StatusReport
+from servers.signals import server_changed
 
 
 def _without_nul(value: Any) -> Any:
@@ -45,6 +47,8 @@ REPORT_FIELDS = (
     "last_error",
     "late_keys",
     "invalid_keys",
+    "ready",
+    "ready_reason",
     "unreachable_since",
     "unreachable_error",
     "fingerprint",
@@ -78,7 +82,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
         locked = {s.pk: s for s in Server.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
         for pk, status, _ in checked:
             _take_status(locked[pk], status, now)
-        Server.objects.bulk_update(locked.values(), REPORT_FIELDS)
+        update_rows(list(locked.values()), REPORT_FIELDS)
         compare_after_reports([(locked[pk], status) for pk, status, _ in checked])
         lags = lags_of(list(locked.values()), now)
         reports = StatusReport.objects.bulk_create(
@@ -98,6 +102,7 @@ def record_reports(items: Sequence[tuple[Server, dict]], reachable: bool = True)
             for pk, status, body in checked
         )
         note_lag_hours([(r.server_id, now, r.pending_updates, r.lag_seconds) for r in reports])
+    server_changed.send(Server, server_ids=sorted({pk for pk, _, _ in checked}))
     return reports
 
 
@@ -113,6 +118,7 @@ def _take_status(server: Server, status: AgentStatus, now: datetime) -> None:
     server.failed_key = status.failed_key
     server.last_error = status.error
     server.late_keys = status.late
+    server.ready, server.ready_reason = status.ready, status.ready_reason
     server.invalid_keys = status.invalid[:1000]
     server.unreachable_since = None
     server.unreachable_error = ""
@@ -152,9 +158,7 @@ def note_lag_hours(rows: Iterable[tuple[int, datetime, int, float]]) -> None:
     for row in existing:
         new = folded.pop((row.server_id, row.hour))
         _fold(row, new.pending_updates, new.lag_seconds, new.max_pending, new.max_lag_seconds)
-    LagHour.objects.bulk_update(
-        existing, ["pending_updates", "lag_seconds", "max_pending", "max_lag_seconds"]
-    )
+    update_rows(existing, ["pending_updates", "lag_seconds", "max_pending", "max_lag_seconds"])
     LagHour.objects.bulk_create(folded.values())
 
 
@@ -180,6 +184,7 @@ def mark_unreachable(server: Server, error: str) -> None:
             error=error[:2000],
             effective_ns=server.effective_ns,
         )
+    server_changed.send(Server, server_ids=[server.pk])
 
 
 def replicas(dataset_ids: Iterable[int], with_state: bool = False) -> dict[int, list[Replica]]:

@@ -16,12 +16,22 @@ LAYERS = [
     ("jobs",),
     ("publications",),
     ("servers",),
+    ("notifications",),
     ("operations",),
     ("dmsupdate.roof",),  # settings, urls, wsgi, asgi
 ]
 LEVEL = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 ROOF = ("urls", "settings", "wsgi", "asgi")
-PACKAGES = ["dmsupdate", "accounts", "audit", "jobs", "publications", "servers", "operations"]
+PACKAGES = [
+    "dmsupdate",
+    "accounts",
+    "audit",
+    "jobs",
+    "publications",
+    "servers",
+    "notifications",
+    "operations",
+]
 MAX_LINES = 400
 
 

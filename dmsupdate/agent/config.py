@@ -29,6 +29,9 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 FINGERPRINT_MODES = ("counts", "full", "off")
 DEFAULT_HOOK_WAIT = 120.0
 VERIFY_MODES = ("counts", "off")
+DEFAULT_READY_MAX_LAG = 300.0
+DEFAULT_READY_CHECK = 60.0
+DEFAULT_CACHE_MAX_BYTES = 4 * 1024**3
 
 
 class ConfigError(Exception):
@@ -48,10 +51,15 @@ class ControlPlane:
     url: str
     server: str
     token: str = field(repr=False)
+    # The server's dataset (its head is polled); learnt from the first report's answer when absent.
+    dataset: str | None = None
 
     @property
     def report_url(self) -> str:
         return f"{self.url.rstrip('/')}/api/v1/servers/{self.server}/report/"
+
+    def head_url(self, dataset: str) -> str:
+        return f"{self.url.rstrip('/')}/api/v1/datasets/{dataset}/head/"
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,14 @@ class Config:
     verify: str = "counts"
     hook_wait_seconds: float = DEFAULT_HOOK_WAIT
     system_graphs: tuple[str, ...] = SYSTEM_GRAPHS
+    # serve and watch run one update when they start.
+    update_on_start: bool = True
+    # GET /ready: the store is at most this far behind the newest update seen in the root...
+    ready_max_lag_seconds: float = DEFAULT_READY_MAX_LAG
+    # ...which serve checks again when its knowledge is older than this (watch: every poll).
+    ready_check_seconds: float = DEFAULT_READY_CHECK
+    # logArea/cache/ keeps the last installed image or dump, up to this many bytes (0: no cache).
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
 
     @staticmethod
     def default_path() -> str:
@@ -215,6 +231,13 @@ class Config:
                 problems.append("system_graphs: must be a list of graph IRIs or IRI prefixes")
             else:
                 system_graphs = SYSTEM_GRAPHS + tuple(extra_graphs)
+        update_on_start = data.get("update_on_start", True)
+        if not isinstance(update_on_start, bool):
+            problems.append(f"update_on_start: must be true or false, not {json.dumps(update_on_start)}")
+            update_on_start = True
+        ready_max_lag = number("ready_max_lag_seconds", DEFAULT_READY_MAX_LAG, 0, strict=False)
+        ready_check = number("ready_check_seconds", DEFAULT_READY_CHECK, 0, strict=True)
+        cache_max_bytes = int(number("cache_max_bytes", DEFAULT_CACHE_MAX_BYTES, 0, strict=False))
         controlplane = None
         raw_cp = data.get("controlplane")
         if raw_cp is not None:
@@ -230,10 +253,16 @@ class Config:
                         cp_problems.append(f"controlplane.{field}: missing or not a non-empty string")
                 if not cp_problems and urlparse(raw_cp["url"]).scheme not in ("http", "https"):
                     cp_problems.append(f"controlplane.url: must be an http(s) URL, not {raw_cp['url']!r}")
+                cp_dataset = raw_cp.get("dataset")
+                if cp_dataset is not None and (not isinstance(cp_dataset, str) or not cp_dataset.strip()):
+                    cp_problems.append("controlplane.dataset: must be a non-empty string when given")
                 problems.extend(cp_problems)
                 if not cp_problems:
                     controlplane = ControlPlane(
-                        raw_cp["url"].strip(), raw_cp["server"].strip(), raw_cp["token"].strip()
+                        raw_cp["url"].strip(),
+                        raw_cp["server"].strip(),
+                        raw_cp["token"].strip(),
+                        cp_dataset.strip() if cp_dataset else None,
                     )
         if problems:
             raise ConfigError(problems, source)
@@ -258,6 +287,10 @@ class Config:
             verify=verify,
             hook_wait_seconds=hook_wait,
             system_graphs=system_graphs,
+            update_on_start=update_on_start,
+            ready_max_lag_seconds=ready_max_lag,
+            ready_check_seconds=ready_check,
+            cache_max_bytes=cache_max_bytes,
         )
 
     @property
@@ -287,6 +320,15 @@ class Config:
     @property
     def ledger_path(self) -> Path:
         return Path(self.log_area) / "ledger.sqlite"
+
+    @property
+    def root_head_path(self) -> Path:
+        """What the agent last saw of the root: its newest update and when (for GET /ready)."""
+        return Path(self.log_area) / "root-head.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.log_area) / "cache"
 
     def endpoints(self) -> tuple[str, str, str]:
         """The query, update and Graph Store Protocol URLs (see dmsupdate.agent.endpoints)."""

@@ -21,6 +21,7 @@ class ReportAnswer:
 
     retry_after: float | None = None
     rebuild: bool = False
+    dataset: str | None = None
 
 
 def report_status(controlplane: ControlPlane, status: dict[str, Any]) -> ReportAnswer:
@@ -48,4 +49,9 @@ def report_status(controlplane: ControlPlane, status: dict[str, Any]) -> ReportA
         body = response.json()
     except ValueError:
         return ReportAnswer()
-    return ReportAnswer(rebuild=isinstance(body, dict) and body.get("rebuild") is True)
+    if not isinstance(body, dict):
+        return ReportAnswer()
+    dataset = body.get("dataset")
+    return ReportAnswer(
+        rebuild=body.get("rebuild") is True, dataset=dataset if isinstance(dataset, str) else None
+    )

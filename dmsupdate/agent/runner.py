@@ -10,11 +10,14 @@ import logging
 from typing import IO, Any
 
 from dmsupdate.agent import version
+from dmsupdate.agent.cache import CachedSource, ImageCache
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.embedded import EmbeddedBackend
 from dmsupdate.agent.errors import AgentError, Throttled
+from dmsupdate.agent.hooks import run_post_update
 from dmsupdate.agent.kept_fingerprint import KeptFingerprint
 from dmsupdate.agent.progress import CountingStore, RunProgress, store_facts
+from dmsupdate.agent.ready import note_seen, readiness
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
 from dmsupdate.agent.sparql_fingerprint import endpoint_fingerprint
@@ -52,6 +55,8 @@ class Runner:
         self.throttled = False
         # Set when the control plane answered the last report with a rebuild request.
         self.rebuild_requested = False
+        # The dataset whose head `watch` polls (config, else the first report's answer).
+        self.dataset = config.controlplane.dataset if config.controlplane else None
 
     # Public API -----------------------------------------------------------
 
@@ -205,6 +210,9 @@ class Runner:
                 if isinstance(status.get(name), str):
                     status[name] = redact(status[name], self.config.secrets)
             write_status(path, status)
+        status["hookError"] = run_post_update(self.config, status) if status.get("lastSucceeded") else None
+        status["ready"] = readiness(self.config, status)
+        write_status(path, status)
         self._report(status)
         return status
 
@@ -246,6 +254,7 @@ class Runner:
                 self._note_throttle(answer.retry_after)
             # A pull agent learns of a rebuild an admin asked for from the report's answer.
             self.rebuild_requested = answer.rebuild
+            self.dataset = self.dataset or answer.dataset
 
     def _store_facts(self, backend: Backend, status: dict[str, Any]) -> dict[str, Any] | None:
         """status.json `store`; an unchanged store keeps its last count (a full count is a scan)."""
@@ -283,10 +292,17 @@ class Runner:
         path = self.config.status_path
         try:
             source = self._source()
+            if self.config.cache_max_bytes > 0:
+                source = CachedSource(source, ImageCache(self.config.cache_dir, self.config.cache_max_bytes))  # type: ignore[assignment]
             plan, opt, state = self._make_plan(backend, source, full_scan, rebuild=kind == "rebuild")
         except Exception as exc:  # a run that cannot even plan still ends with a status naming why
             self._fail(status, None, exc)
             return
+        newest = max(
+            [e.effective.nanos for e in plan.entries] + ([state.newest.nanos] if state.newest else []),
+            default=None,
+        )
+        note_seen(self.config.root_head_path, newest)
         if full_scan:
             status["late"] = plan.late
             status["invalid"] = sorted(set(plan.invalid))

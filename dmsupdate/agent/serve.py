@@ -1,7 +1,9 @@
 """`dms-update serve`: the HTTP trigger the control plane's trigger-and-wait job calls.
 
-GET /status → 200 status.json plus `running`; POST /update, POST /rebuild and
-POST /verify (the full fingerprint, by a scan of the store) start a run in a background thread (409 when one is running; `?wait=SECONDS`
+GET /status → 200 status.json plus `running`; GET /ready → 200 when the store is
+ready for queries, else 503, each with the reason (dmsupdate.agent.ready); POST /update,
+POST /rebuild and POST /verify (the full fingerprint, by a scan of the store) start a
+run in a background thread (409 when one is running; `?wait=SECONDS`
 answers 200 with the final status if the run ends in time, else 202). When
 `agent_token` is configured every request needs `Authorization: Bearer <token>`
 (or `Token <token>`). Errors are JSON `{"error", "detail"}`, never a traceback.
@@ -18,8 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from dmsupdate.agent.poll import MOVED, HeadPoller
+from dmsupdate.agent.ready import newest_update_ns, readiness
 from dmsupdate.agent.runner import Runner
 from dmsupdate.agent.status import Busy, RunLock
+from dmsupdate.state.keys import EffectiveTime, window_start_key
+from dmsupdate.state.plan import window_start
+from dmsupdate.state.stores import open_store
 
 log = logging.getLogger("dmsupdate.agent")
 MAX_WAIT = 3600.0
@@ -54,6 +61,25 @@ class AgentService:
         status = self.runner.status()
         status["running"] = self.running
         return status
+
+    def ready(self) -> dict[str, Any]:
+        """GET /ready's answer; the root is checked again when what the agent saw of it is too old."""
+        return readiness(self.runner.config, self.runner.status(), self.newest_in_root)
+
+    def newest_in_root(self) -> int | None:
+        """The newest update in the root: the control plane's head if it answers, else a listing of the window."""
+        config = self.runner.config
+        if config.controlplane is not None and self.runner.dataset:
+            answer = HeadPoller(config.controlplane).poll(self.runner.dataset)
+            if answer.outcome == MOVED:
+                return answer.newest_ns
+        status = self.runner.status()
+        start = None
+        if isinstance(status.get("effectiveDate"), str):
+            effective = EffectiveTime.parse_text(status["effectiveDate"])
+            start = window_start_key("updates", window_start(effective, config.window_hours))
+        store = open_store(config.s3root, config.s3endpoint)
+        return newest_update_ns(info.key for info in store.list("updates/", start_after=start))
 
     def start(self, kind: str) -> threading.Event:
         """Start a run in the background; raise Busy when one is running here or elsewhere."""
@@ -139,7 +165,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
-            routes = {"/status": ("GET",), "/update": ("POST",), "/rebuild": ("POST",), "/verify": ("POST",)}
+            routes = {
+                "/status": ("GET",),
+                "/ready": ("GET",),
+                "/update": ("POST",),
+                "/rebuild": ("POST",),
+                "/verify": ("POST",),
+            }
             if path not in routes:
                 self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint: {url.path}")
                 return
@@ -155,6 +187,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if path == "/status":
                 self._send(HTTPStatus.OK, self.service.status())
+                return
+            if path == "/ready":
+                answer = self.service.ready()
+                self._send(HTTPStatus.OK if answer["ready"] else HTTPStatus.SERVICE_UNAVAILABLE, answer)
                 return
             self._trigger(path.lstrip("/"), parse_qs(url.query))
         except Exception:
@@ -205,18 +241,26 @@ class Handler(BaseHTTPRequestHandler):
         self._route("DELETE")
 
 
-def make_server(runner: Runner, host: str, port: int) -> ThreadingHTTPServer:
-    """An HTTP server bound to host:port serving the agent endpoints (not yet serving)."""
+def make_server(runner: Runner, host: str, port: int, update_now: bool = False) -> ThreadingHTTPServer:
+    """An HTTP server bound to host:port serving the agent endpoints (not yet serving).
+
+    `update_now`: start one update in the background at once (config `update_on_start`).
+    """
     service = AgentService(runner)
     handler = type("AgentHandler", (Handler,), {"service": service})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    if update_now:
+        try:
+            service.start("update")
+        except Busy as exc:
+            log.info("no update at start: %s", exc)
     return server
 
 
 def serve_forever(runner: Runner, host: str, port: int) -> None:
-    """Serve until interrupted."""
-    server = make_server(runner, host, port)
+    """Serve until interrupted (after starting one update, unless `update_on_start` is off)."""
+    server = make_server(runner, host, port, update_now=runner.config.update_on_start)
     log.info("serving on http://%s:%d", host, port)
     try:
         server.serve_forever()

@@ -108,6 +108,9 @@ class AgentStatus:
     store: dict[str, Any] | None = None
     hook_error: str = ""
     progress: dict[str, int] | None = None
+    # The agent's readiness after the run (`ready`: {"ready", "reason"}); None when it did not say.
+    ready: bool | None = None
+    ready_reason: str = ""
 
     @property
     def effective_ns(self) -> int | None:
@@ -245,12 +248,26 @@ def parse_status(body: Any) -> AgentStatus:
         store=_numbers("store", body.get("store"), ("quads", "bytes")),
         hook_error=redact(_text("hookError", body.get("hookError"))),
         progress=_numbers("progress", body.get("progress"), ("done", "total", "bytes")),
+        **_readiness(body.get("ready")),
     )
 
 
-TEXT_FIELDS = ("error", "hookError")  # the fields where an agent writes messages (keys and counts elsewhere)
+# The fields where an agent writes messages (keys and counts elsewhere).
+TEXT_FIELDS = ("error", "hookError", "ready")
 
 
 def stored_body(body: dict[str, Any]) -> dict[str, Any]:
     """A report's body as the control plane keeps and shows it: its messages with credentials taken out."""
     return {k: redact_value(v) if k in TEXT_FIELDS else v for k, v in body.items()}
+
+
+def _readiness(value: Any) -> dict[str, Any]:
+    """`ready` as sent by the agent: {"ready": bool, "reason": text|null}, or absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidStatus("ready must be an object {ready, reason} or null")
+    return {
+        "ready": _flag("ready.ready", value.get("ready")),
+        "ready_reason": redact(_text("ready.reason", value.get("reason"))),
+    }

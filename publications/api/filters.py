@@ -6,8 +6,21 @@ import django_filters
 from django.db.models import QuerySet, Subquery
 
 from dmsupdate.api import ApiError
+from dmsupdate.errors import Invalid
 from dmsupdate.state.keys import EffectiveTime, InvalidKey
 from publications.models import Dataset, ObjectKind, ObjectState, PublicationEvent, StateObject
+from publications.tags import filter_by_tags
+
+TAG_HELP = "comma-separated tags (words, or hour:/day:/week:/month: date tags)"
+
+
+def tagged(queryset: QuerySet, name: str, value: str) -> QuerySet:
+    """`tags_any`, `tags_all`, `tags_exclude`: the GIN index on `tags` answers each (publications.tags)."""
+    argument = {"tags_any": "any_of", "tags_all": "all_of", "tags_exclude": "exclude"}[name]
+    try:
+        return filter_by_tags(queryset, **{argument: value})
+    except Invalid as exc:
+        raise ApiError(exc.code, exc.detail) from exc
 
 
 def effective_since(queryset: QuerySet, name: str, value: str) -> QuerySet:
@@ -33,16 +46,19 @@ def registry_since(queryset: QuerySet, name: str, value: str) -> QuerySet:
 
 
 class PublicationFilter(django_filters.FilterSet):
-    """`?dataset=&label=&op=&since=` on GET /api/v1/publications/."""
+    """`?dataset=&label=&op=&since=&tags_any=&tags_all=&tags_exclude=` on GET /api/v1/publications/."""
 
     dataset = django_filters.CharFilter(field_name="dataset__name")
     label = django_filters.CharFilter(field_name="source")
     op = django_filters.CharFilter()
     since = django_filters.CharFilter(method=effective_since, help_text="effective time, ISO 8601")
+    tags_any = django_filters.CharFilter(method=tagged, help_text=f"any of: {TAG_HELP}")
+    tags_all = django_filters.CharFilter(method=tagged, help_text=f"all of: {TAG_HELP}")
+    tags_exclude = django_filters.CharFilter(method=tagged, help_text=f"none of: {TAG_HELP}")
 
     class Meta:
         model = PublicationEvent
-        fields = ["dataset", "label", "op", "since"]
+        fields = ["dataset", "label", "op", "since", "tags_any", "tags_all", "tags_exclude"]
 
 
 def in_dataset_named(queryset: QuerySet, name: str, value: str) -> QuerySet:
@@ -55,14 +71,17 @@ def in_dataset_named(queryset: QuerySet, name: str, value: str) -> QuerySet:
 
 
 class StateObjectFilter(django_filters.FilterSet):
-    """`?dataset=&kind=&state=&label=&since=` on GET /api/v1/objects/."""
+    """`?dataset=&kind=&state=&label=&since=&tags_*=` on GET /api/v1/objects/."""
 
     dataset = django_filters.CharFilter(method=in_dataset_named)
     kind = django_filters.ChoiceFilter(choices=ObjectKind.choices)
     state = django_filters.ChoiceFilter(choices=ObjectState.choices)
     label = django_filters.CharFilter()
     since = django_filters.CharFilter(method=registry_since, help_text="effective time, ISO 8601")
+    tags_any = django_filters.CharFilter(method=tagged, help_text=f"any of: {TAG_HELP}")
+    tags_all = django_filters.CharFilter(method=tagged, help_text=f"all of: {TAG_HELP}")
+    tags_exclude = django_filters.CharFilter(method=tagged, help_text=f"none of: {TAG_HELP}")
 
     class Meta:
         model = StateObject
-        fields = ["dataset", "kind", "state", "label", "since"]
+        fields = ["dataset", "kind", "state", "label", "since", "tags_any", "tags_all", "tags_exclude"]

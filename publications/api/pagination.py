@@ -33,9 +33,15 @@ class BoundedCountPagination(LimitOffsetPagination):
         self.offset = self.get_offset(request)
         counted = queryset.order_by().values("pk")[: self.count_limit + 1].count()
         self.count = counted if counted <= self.count_limit else None
+        if self.count is not None:
+            queryset = self.few_rows(queryset, request)
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit
         return rows[: self.limit]
+
+    def few_rows(self, queryset, request):
+        """The page's query when at most `count_limit` rows match (a subclass may order them otherwise)."""
+        return queryset
 
     def get_next_link(self) -> str | None:
         if not self.has_next:

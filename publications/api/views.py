@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, ExpressionWrapper, F, QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -13,7 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from accounts.models import Role
 from accounts.permissions import (
+    AGENTS,
     OPERATORS,
     PUBLISHERS,
     READERS,
@@ -27,7 +29,7 @@ from dmsupdate.api import ApiError
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from jobs.services import start_job
-from publications import services
+from publications import head, services
 from publications.api.filters import PublicationFilter, StateObjectFilter
 from publications.api.pagination import BoundedCountPagination
 from publications.api.serializers import (
@@ -36,11 +38,14 @@ from publications.api.serializers import (
     PublicationSerializer,
     RecordRequestSerializer,
     StateObjectSerializer,
+    TagsRequestSerializer,
     UploadRequestSerializer,
 )
 from publications.idempotency import idempotent, remember_answer, request_fingerprint
 from publications.models import Dataset, PublicationEvent, StateObject
 from publications.replicas import applied_on, replicas_of
+from publications.tagging import set_tags
+from publications.tags import parse_tags
 from publications.validation import Upload, spool, too_large
 
 # Multipart framing around the file is small; a body this much over the limit is refused unread.
@@ -97,7 +102,7 @@ def replayed(earlier: PublicationEvent) -> Response:
 class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Publish updates and follow them until every server of the dataset applied them."""
 
-    roles = {"list": READERS, "retrieve": READERS, "create": PUBLISHERS}
+    roles = {"list": READERS, "retrieve": READERS, "create": PUBLISHERS, "tags": PUBLISHERS}
     filterset_class = PublicationFilter
     parser_classes = [JSONParser, MultiPartParser, RawBodyParser]
     content_negotiation_class = PublicationNegotiation
@@ -180,6 +185,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
                 "label": target.label,
                 "arg": target.arg,
                 "format": content.format,
+                "tags": list(target.tags),
             }
             fingerprint = request_fingerprint(wanted, content.sha256)
             key = request.headers.get("Idempotency-Key") or None
@@ -211,6 +217,16 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
             return None
         return upload
 
+    @extend_schema(request=TagsRequestSerializer, responses={200: PublicationSerializer})
+    @action(detail=True, methods=["put"])
+    def tags(self, request: Request, pk: str | None = None) -> Response:
+        """Replace the tags given to a publication (and its object); its date tags stay."""
+        event = self.get_object()
+        if not isinstance(request.data, dict) or "tags" not in request.data:
+            raise ApiError("invalid", "the JSON body must be an object {tags: [...]}")
+        event = set_tags(event, request.data["tags"], publisher_of(request))
+        return Response(PublicationSerializer(event).data)
+
     def _record(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ApiError("invalid", "the JSON body must be an object {dataset, s3_url, ...}")
@@ -233,6 +249,7 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
                 sha256=(fields.get("sha256") or "").lower(),
                 idempotency_key=key,
                 fingerprint=fingerprint,
+                tags=parse_tags(fields.get("tags")),
             )
             return answered(event)
 
@@ -240,7 +257,13 @@ class PublicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, ApiViewSet):
     """Datasets (state roots); operators create them."""
 
-    roles = {"list": READERS, "retrieve": READERS, "create": OPERATORS, "update_all": OPERATORS}
+    roles = {
+        "list": READERS,
+        "retrieve": READERS,
+        "create": OPERATORS,
+        "update_all": OPERATORS,
+        "head_of_dataset": READERS | AGENTS,
+    }
     serializer_class = DatasetSerializer
     queryset = Dataset.objects.order_by("name")
     lookup_field = "name"
@@ -275,6 +298,66 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         )
         return Response({"job": JobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(description="{dataset, update: {key, time, effective_ns}|null, image: ...}"),
+            304: OpenApiResponse(description="the head has not moved since the ETag in If-None-Match"),
+            429: OpenApiResponse(description="the control plane is loaded: come back after Retry-After"),
+        },
+        parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER)],
+    )
+    @action(detail=True, methods=["get"], url_path="head", url_name="head")
+    def head_of_dataset(self, request: Request, name: str | None = None) -> Response:
+        """The newest published update and image (key, time), with an ETag; 304 when it has not moved."""
+        if not head.GATE.enter():
+            retry = settings.DMSUPDATE.get("HEAD_RETRY_AFTER_SECONDS", 30)
+            raise ApiError(
+                "loaded", "the control plane is busy; poll again later", 429, {"Retry-After": str(retry)}
+            )
+        try:
+            token = token_of(request)
+            server_id = token.server_id if token is not None and token.role == Role.AGENT else None
+            found = head.find_dataset(str(name), readable_dataset_ids(request), server_id)
+            if found is None:
+                raise ApiError("not_found", f"no dataset named {name!r} that this token may read", 404)
+            etag = head.etag_of(*found)
+            headers = {"ETag": etag, "Cache-Control": "no-cache"}
+            if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+            dataset = Dataset.objects.get(pk=found[0])
+            return Response(head.head_of(dataset), headers=headers)
+        finally:
+            head.GATE.leave()
+
+
+TAG_FILTERS = ("tags_any", "tags_all", "tags_exclude")
+# With a tag filter the count is exact up to this many objects (else up to COUNT_LIMIT).
+TAGGED_COUNT_LIMIT = 1_000
+
+
+class RegistryPagination(BoundedCountPagination):
+    """Tag-filtered pages: a smaller count bound, and few matches sorted rather than walked.
+
+    Counting tens of thousands of objects carrying two common tags means visiting
+    each of their rows (GIN answers are rechecked on the heap): with a tag filter
+    `count` is exact up to 1,000 (then null, `count_more_than` 1,000). PostgreSQL
+    assumes tags independent of each other and of the key: for a rare combination
+    it would walk the (dataset, key) index through every row looking for 51
+    matches; when the count found few, ordering by `dataset_id + 0` (the same order)
+    makes it read the matches from the GIN index and sort them instead.
+    """
+
+    def paginate_queryset(self, queryset, request, view=None):
+        tagged = any(request.query_params.get(name) for name in TAG_FILTERS)
+        self.count_limit = TAGGED_COUNT_LIMIT if tagged else BoundedCountPagination.count_limit
+        return super().paginate_queryset(queryset, request, view)
+
+    def few_rows(self, queryset, request):
+        if not any(request.query_params.get(name) for name in ("tags_any", "tags_all")):
+            return queryset
+        same_dataset = ExpressionWrapper(F("dataset_id") + 0, output_field=BigIntegerField())
+        return queryset.order_by(same_dataset, "key")
+
 
 class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """The registry of keys under every dataset's root."""
@@ -282,7 +365,7 @@ class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     roles = {"list": READERS, "retrieve": READERS}
     serializer_class = StateObjectSerializer
     filterset_class = StateObjectFilter
-    pagination_class = BoundedCountPagination
+    pagination_class = RegistryPagination
     # Ordered as the (dataset, key) unique index holds the rows, so a page is a walk of that
     # index that stops after the page, not a sort of every matching row (millions at scale).
     queryset = StateObject.objects.select_related("dataset").order_by("dataset_id", "key")

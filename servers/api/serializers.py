@@ -27,6 +27,8 @@ LIST_FIELDS = (
     "fingerprint_mode",
     "fingerprint_total",
     "divergence",
+    "ready",
+    "ready_reason",
 )
 
 
@@ -74,6 +76,8 @@ class ServerSerializer(serializers.ModelSerializer):
             "agent_url",
             "enabled",
             "state",
+            "ready",
+            "ready_reason",
             "pending_updates",
             "lag_seconds",
             "catch_up_seconds",
@@ -120,6 +124,8 @@ class ServerSerializer(serializers.ModelSerializer):
             "agent_url": server.agent_url,
             "enabled": server.enabled,
             "state": lag.state,
+            "ready": server.ready,
+            "ready_reason": server.ready_reason,
             "pending_updates": lag.pending_updates,
             "lag_seconds": lag.lag_seconds,
             "catch_up_seconds": lag.catch_up_seconds,

@@ -143,6 +143,8 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
         return Response(
             {
                 "server": server.name,
+                # Where a pull agent polls the head (GET /api/v1/datasets/{name}/head/).
+                "dataset": server.dataset.name,
                 "received_at": report.received_at,
                 "pending_updates": report.pending_updates,
                 "lag_seconds": report.lag_seconds,

@@ -134,6 +134,22 @@ def _last_error(server, missing: int = 0) -> str:
     return '<span class="muted">none</span>'
 
 
+def readiness(server) -> str:
+    """Beside the state: what the agent's GET /ready said at its last report (nothing when it never said)."""
+    ready = getattr(server, "ready", None)
+    if ready is None:
+        return ""
+    if ready:
+        return ' <span class="ready" title="the agent answers GET /ready with 200">ready</span>'
+    reason = esc(getattr(server, "ready_reason", "") or "not ready")
+    return f' <span class="not-ready" title="{reason}">not ready</span>'
+
+
+@register.simple_tag
+def ready_mark(server) -> SafeString:
+    return mark_safe(readiness(server))  # noqa: S308 - built from escaped text
+
+
 @register.simple_tag
 def fleet_rows(rows, form: str = "") -> SafeString:
     """The fleet table's rows (`servers.dashboard.FleetRow`), built with the tags above.
@@ -158,7 +174,7 @@ def fleet_rows(rows, form: str = "") -> SafeString:
         html_rows.append(
             f'<tr id="server-{name}" class="state-{lag.state}">{pick}'
             f'<td data-label="Server" class="nowrap"><a href="{server_url}{quote(server.name, safe="")}/">{name}</a></td>'
-            f'<td data-label="State" class="state">{badge(lag.state)}</td>'
+            f'<td data-label="State" class="state">{badge(lag.state)}{readiness(server)}</td>'
             f'<td data-label="Pending" class="num pending">{pending(lag.pending_updates)}</td>'
             f'<td data-label="Lag" class="lag">{lag_text(lag.pending_updates, lag.lag_seconds, lag.catch_up_seconds)}</td>'
             f'<td data-label="Last report" class="nowrap">{reltime(server.last_report_at, now=now)}</td>'

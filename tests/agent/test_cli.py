@@ -235,13 +235,20 @@ def test_serve_and_watch_run_from_the_command_line(file_state, tmp_path):
     )
     try:
         wait_for_port(port)
-        ran = requests.post(
-            f"http://127.0.0.1:{port}/update?wait=60", headers={"Authorization": "Bearer tok"}, timeout=70
-        )
+        # update_on_start (the default): serve runs one update as it starts, unasked.
+        deadline = time.monotonic() + 60
+        status: dict = {}
+        while time.monotonic() < deadline:
+            status = requests.get(
+                f"http://127.0.0.1:{port}/status", headers={"Authorization": "Bearer tok"}, timeout=10
+            ).json()
+            if status.get("recent") == [add] and not status.get("running"):
+                break
+            time.sleep(0.1)
     finally:
         serve.terminate()
         serve.wait(10)
-    assert ran.status_code == 200 and ran.json()["recent"] == [add]
+    assert status.get("recent") == [add] and status.get("lastSucceeded") is True
 
     later = file_state.publish(20, "add", ttl("ex:b ex:p ex:o ."), arg=G, fmt="ttl")
     watch = subprocess.Popen(

@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from accounts.models import Role
 from audit.services import record
 from jobs.models import Job, JobKind
+from notifications.models import Webhook
 from publications.models import Dataset, PublicationEvent, StateObject
 from servers.models import Server
 from tests.api.fixtures import make_caller
@@ -72,6 +73,15 @@ TABLE = [
     ("get", "/api/v1/jobs/{job}/", None, READERS),
     ("get", "/api/v1/audit/", None, OPS),
     ("get", "/api/v1/audit/{audit}/", None, OPS),
+    ("get", "/api/v1/datasets/flood/head/", None, READERS | {AGENT1, AGENT2}),
+    ("put", "/api/v1/publications/{publication}/tags/", {"tags": ["checked"]}, {PUBLISHER, OPERATOR}),
+    ("get", "/api/v1/webhooks/", None, OPS),
+    ("post", "/api/v1/webhooks/", {"url": "https://hooks.example.org/new"}, OPS),
+    ("get", "/api/v1/webhooks/{webhook}/", None, OPS),
+    ("put", "/api/v1/webhooks/{webhook}/", {"url": "https://hooks.example.org/put"}, OPS),
+    ("patch", "/api/v1/webhooks/{webhook}/", {"enabled": False}, OPS),
+    ("get", "/api/v1/webhooks/{webhook}/deliveries/", None, OPS),
+    ("delete", "/api/v1/webhooks/{webhook}/", None, OPS),
     # Methods no endpoint has: never 2xx, whoever asks.
     ("delete", "/api/v1/servers/web1/", None, NOBODY),
     ("put", "/api/v1/servers/web1/", {"name": "x"}, NOBODY),
@@ -130,7 +140,14 @@ def world(settings, monkeypatch, tmp_path):
         AGENT2: make_caller("a2", Role.AGENT, server=web2),
     }
     audit = record("olivia", "dataset.created", "flood", {})
-    ids = {"publication": publication.pk, "object": obj.pk, "job": job.pk, "audit": audit.pk}
+    webhook = Webhook.objects.create(dataset=flood, url="https://hooks.example.org/dms")
+    ids = {
+        "publication": publication.pk,
+        "object": obj.pk,
+        "job": job.pk,
+        "audit": audit.pk,
+        "webhook": webhook.pk,
+    }
     clients = {ANON: APIClient(), **{role: c.client for role, c in callers.items()}}
     secrets = [
         PLANTED_AWS_SECRET,
@@ -172,7 +189,7 @@ def call(client: APIClient, method: str, url: str, body):
 def test_the_table_covers_every_api_endpoint_and_method():
     covered = set()
     for method, path, _body, _allowed in TABLE:
-        url = path.format(publication=1, object=1, job=1, audit=1)
+        url = path.format(publication=1, object=1, job=1, audit=1, webhook=1)
         covered.add((route_of(url), method))
     missing = {(route, method) for route, method in api_routes()} - covered
     assert not missing, f"endpoints without a row in the access table: {sorted(missing)}"

@@ -60,6 +60,7 @@ class AgentProcess:
             "logArea": str(self.dir / "log"),
             "bindir": str(self.dir / "bin"),
             "agent_token": TOKEN,
+            "update_on_start": False,  # the tests trigger every run themselves
             **extra,
         }
         (self.dir / "config.json").write_text(json.dumps(config))

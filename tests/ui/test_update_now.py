@@ -131,6 +131,7 @@ def test_update_now_brings_a_lagging_server_to_zero_without_reloading(
                 "logArea": str(tmp_path / "log"),
                 "bindir": str(tmp_path / "bin"),
                 "agent_token": "agent-secret-for-tests",
+                "update_on_start": False,  # the test presses Update itself
                 "controlplane": {"url": live_server.url, "server": "fuseki-live", "token": report_key},
             }
         )
