@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyoxigraph as ox
 
+from dmsupdate.agent.endpoints import is_system_graph
 from dmsupdate.agent.errors import OperationFailed
 from dmsupdate.agent.fingerprint_scan import sum_triples
 from dmsupdate.state.fingerprint import build_fingerprint, is_bookkeeping
@@ -43,19 +44,27 @@ def _query(backend: SparqlBackend, query: str, accept: str, stream: bool = False
 
 
 def graph_counts(backend: SparqlBackend) -> dict[str, int]:
-    """Triples per graph ('' = default graph), the agent's own graphs left out: one query."""
+    """Triples per graph ('' = default graph): one query; the agent's and the store's own graphs left out.
+
+    A store whose default graph is the union of its named graphs (Virtuoso) answers
+    for the default graph the sum of every named graph: that is no graph of its own
+    and is left out too (the named graphs, the store's system graphs included, hold
+    exactly those triples).
+    """
     response = _query(backend, COUNTS_QUERY, RESULTS_JSON)
     try:
         rows = response.json()["results"]["bindings"]
-        counts: dict[str, int] = {}
+        every: dict[str, int] = {}
         for row in rows:
             graph = row.get("g", {}).get("value", "")
-            n = int(row["n"]["value"])
-            if n and not is_bookkeeping(graph):
-                counts[graph] = counts.get(graph, 0) + n
+            every[graph] = every.get(graph, 0) + int(row["n"]["value"])
     except (ValueError, KeyError, TypeError) as exc:
         raise OperationFailed(f"the endpoint's answer to the count query cannot be read: {exc}") from exc
-    return counts
+    named = sum(n for g, n in every.items() if g)
+    if named and every.get("", 0) == named:
+        every.pop("")  # a union default graph
+    system = backend.config.system_graphs
+    return {g: n for g, n in every.items() if n and not is_bookkeeping(g) and not is_system_graph(g, system)}
 
 
 def _construct(graph: str) -> str:

@@ -20,7 +20,14 @@ from dmsupdate.agent.config import Config
 from dmsupdate.agent.runner import Runner
 from tests.agent.conftest import StateRoot, agent_env
 from tests.agent.httpfakes import Recorded, local_server
-from tests.stores.conftest import G1, embedded_replay, publish_cycle, store_contents, virtuoso_auth
+from tests.stores.conftest import (
+    G1,
+    agent_config,
+    embedded_replay,
+    publish_cycle,
+    store_contents,
+    virtuoso_auth,
+)
 from tests.stores.instances import DBA_PASSWORD, SPARQL_PASSWORD, SPARQL_USER, Virtuoso
 
 REPO_CONTRIB = __import__("pathlib").Path(__file__).resolve().parents[2] / "contrib"
@@ -83,6 +90,12 @@ def test_full_cycle_without_hook_equals_an_embedded_replay_and_shows_no_credenti
     expected = embedded_replay(file_state, tmp_path / "embedded")
     assert len(expected) == 18 and len({line.rsplit(" ", 1)[-1] for line in expected}) == 4
     assert store_contents(f"{virtuoso.base}/sparql-auth", virtuoso_auth()) == expected
+    # The fingerprint of the same data agrees across the two stores (DESIGN §5b): Virtuoso's
+    # system graphs and its union default graph are not counted as data.
+    embedded = Runner(agent_config(file_state.root, tmp_path / "embedded", file_state.endpoint)).verify()
+    remote = Runner(Config.from_dict(data)).verify()
+    assert remote["fingerprint"]["graphs"] == embedded["fingerprint"]["graphs"]
+    assert remote["fingerprint"]["total"] == embedded["fingerprint"]["total"]
     outputs = [done.stdout, done.stderr, json.dumps(status), *(r["body"].decode() for r in plane.requests)]
     assert plane.requests, "the run was reported"
     for text in outputs:
