@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench.harness import measure_in_subprocess
 from bench.report import Outcome, judged, run_standalone
 
 QUADS = 1_000_000
@@ -69,22 +68,6 @@ def make_dump(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def measure(code: str, *args: str) -> dict[str, float]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=3600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-500:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> Outcome:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=ROUNDS)
@@ -105,9 +88,9 @@ def main(argv: list[str] | None = None) -> Outcome:
             for side in ["raw", "agent"] if n % 2 == 0 else ["agent", "raw"]:
                 target = base / f"{side}-{n}"
                 if side == "raw":
-                    raw.append(measure(RAW, str(root / DUMP_KEY), str(target)))
+                    raw.append(measure_in_subprocess(RAW, str(root / DUMP_KEY), str(target)))
                 else:
-                    agent.append(measure(AGENT, f"file://{root}", str(target)))
+                    agent.append(measure_in_subprocess(AGENT, f"file://{root}", str(target)))
                 shutil.rmtree(target, ignore_errors=True)
             line = (
                 f"| {n + 1} | {agent[-1]['seconds']:.1f} s | {raw[-1]['seconds']:.1f} s | "

@@ -16,22 +16,20 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.bench_agent_bootstrap import CACHE, make_dump
+from bench.harness import measure_in_subprocess
 from bench.report import Outcome, judged, run_standalone
 
 QUADS = 1_000_000
 ROUNDS = 3
-REPO = Path(__file__).resolve().parent.parent
 
 RAW = """
 import json, sys, time
@@ -58,22 +56,6 @@ fp = build_fingerprint(graphs, "full", None, "now")
 print(json.dumps({"seconds": time.perf_counter() - started, "maxrss_mb": vmhwm_mb(),
                   "quads": fp["total"]["triples"]}))
 """
-
-
-def measure(code: str, *args: str) -> dict[str, float]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=3600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-500:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def build_store(db_dir: Path) -> None:
@@ -183,7 +165,9 @@ def main(argv: list[str] | None = None) -> Outcome:
         ]
         for n in range(args.runs):
             for side in ["raw", "full"] if n % 2 == 0 else ["full", "raw"]:
-                (raw if side == "raw" else full).append(measure(RAW if side == "raw" else FULL, str(db_dir)))
+                (raw if side == "raw" else full).append(
+                    measure_in_subprocess(RAW if side == "raw" else FULL, str(db_dir))
+                )
             assert full[-1]["quads"] == raw[-1]["quads"] == QUADS
             line = (
                 f"| {n + 1} | {full[-1]['seconds']:.1f} s | {raw[-1]['seconds']:.1f} s | "

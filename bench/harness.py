@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -148,3 +150,20 @@ class Clock:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def measure_in_subprocess(code: str, *args: str) -> dict[str, float]:
+    """Run `code` in a fresh interpreter (repository on its path) and return the JSON its last line prints."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=3600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,6 +6,7 @@ import gc
 import gzip
 import io
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from dmsupdate.agent.config import Config
 from dmsupdate.agent.images import LEDGER_GRAPH, pack_image, write_dump
+from dmsupdate.agent.runner import Runner
+from dmsupdate.agent.serve import make_server
 from dmsupdate.state.keys import EffectiveTime, format_key
 from dmsupdate.state.stores import ObjectStore, open_store
 
@@ -86,6 +89,23 @@ def state(any_root) -> StateRoot:
 def file_state(file_root) -> StateRoot:
     """A fresh local-directory state root."""
     return StateRoot(*file_root)
+
+
+@pytest.fixture
+def serve():
+    """Start `serve` for a config in a thread; yield a function returning its base URL."""
+    servers = []
+
+    def start(config) -> str:
+        server = make_server(Runner(config), "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

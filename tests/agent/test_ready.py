@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-import pytest
 import requests
 
 from dmsupdate.agent.ready import note_seen, read_seen
 from dmsupdate.agent.runner import Runner
-from dmsupdate.agent.serve import make_server
 from tests.agent.conftest import at, ttl
 
 G = "http://example.org/graph/g"
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(config) -> str:
-        server = make_server(Runner(config), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def wait_ready(base: str, code: int) -> dict:

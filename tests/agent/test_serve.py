@@ -9,31 +9,13 @@ import time
 import pytest
 import requests
 
-from dmsupdate.agent.runner import Runner
-from dmsupdate.agent.serve import make_server, parse_bind
+from dmsupdate.agent.serve import parse_bind
 from dmsupdate.agent.status import RunLock
 from tests.agent.conftest import ttl
 from tests.agent.httpfakes import SPARQL_OK, Recorded, local_server
 
 TOKEN = "s3cret-agent-token"
 G = "http://example.org/graph/g"
-
-
-@pytest.fixture
-def serve(make_config):
-    """Start `serve` for a config in a thread; yield a function returning its base URL."""
-    servers = []
-
-    def start(config) -> str:
-        server = make_server(Runner(config), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def auth(scheme: str = "Bearer") -> dict[str, str]:
