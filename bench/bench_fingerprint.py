@@ -94,7 +94,7 @@ def counts_per_run(db_dir: Path, log: Path, runs: int) -> list[float]:
         spent = time.perf_counter() - started
         store = ox.Store(str(db_dir))
         started = time.perf_counter()
-        kept.refresh(store, Changes())
+        kept.refresh(store, Changes(), "counts")
         fingerprint = kept.fingerprint("counts", None)
         spent += time.perf_counter() - started
         del store
@@ -138,7 +138,7 @@ def replace_rounds(db_dir: Path, base: Path, runs: int) -> tuple[list[float], li
         backend.apply(entry, root)
         took = time.perf_counter() - started
         started = time.perf_counter()
-        kept.refresh(backend.store, backend.changes)
+        kept.refresh(backend.store, backend.changes, "full")
         refreshed = time.perf_counter() - started
         assert kept.graphs is not None and kept.graphs[graph].triples == 1000
         backend.close()

@@ -108,6 +108,25 @@ def scan_store(store: ox.Store) -> dict[str, GraphSum]:
     return found
 
 
+def count_graph(store: ox.Store, graph: Any) -> int:
+    """How many triples one graph of an embedded store holds (counted on the index: no term is decoded)."""
+    pattern = "?s ?p ?o" if isinstance(graph, ox.DefaultGraph) else f"GRAPH {graph} {{ ?s ?p ?o }}"
+    for row in store.query(f"SELECT (COUNT(*) AS ?n) WHERE {{ {pattern} }}"):  # type: ignore[union-attr]
+        return int(row[0].value)
+    return 0
+
+
+def count_store(store: ox.Store) -> dict[str, int]:
+    """Every data graph of an embedded store with its triple count (empty graphs left out)."""
+    found = {"": count_graph(store, ox.DefaultGraph())}
+    query = "SELECT ?g (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g"
+    for row in store.query(query):  # type: ignore[union-attr]
+        name = graph_name(row[0])
+        if not is_bookkeeping(name):
+            found[name] = int(row[1].value)
+    return {g: n for g, n in found.items() if n}
+
+
 def sum_triples(triples: Iterable[Any]) -> GraphSum:
     """The count and hash sum of parsed triples (a stream from an endpoint), in batches."""
     found = GraphSum()

@@ -243,7 +243,7 @@ class Runner:
         if rescan:
             kept.rescan(backend.store)
         else:
-            kept.refresh(backend.store, backend.changes)
+            kept.refresh(backend.store, backend.changes, mode)
         return kept.fingerprint(mode, effective)
 
     def _report(self, status: dict[str, Any]) -> None:

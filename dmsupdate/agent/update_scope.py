@@ -12,14 +12,30 @@ from __future__ import annotations
 
 import re
 
+_IRI = r"""<[^<>"{}|^`\\\x00-\x20]*>"""
+_STRING = (
+    r'''"""(?:[^"\\]|\\.|"(?!""))*"""'''
+    r"""|'''(?:[^'\\]|\\.|'(?!''))*'''"""
+    r'''|"(?:[^"\\\n\r]|\\.)*"'''
+    r"""|'(?:[^'\\\n\r]|\\.)*'"""
+)
+# One token at a time. Outside strings, `\` and the character after it stay together: in
+# an update the engine accepts, that is only a prefixed name's escape (`ex:a\'b`), which
+# it reads as part of the name, not as the start of a string.
 _TOKENS = re.compile(
-    r"""
-    (?P<space>\s+|\#[^\n]*)
-  | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
-  | (?P<string>\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<brace>[{}])
-  | (?P<word>[^\s{}<>"'#;]+|;|.)
+    rf"""
+    (?P<space>(?:\s+|\#[^\n\r]*)+)
+  | (?P<iri>{_IRI})
+  | (?P<string>{_STRING})
+  | (?P<brace>[{{}}])
+  | (?P<word>(?:[^\s{{}}<>"'\#;\\]|\\.)+|;|.)
     """,
+    re.VERBOSE | re.DOTALL,
+)
+# Everything up to the next brace outside IRIs, strings and comments, in one match: a block
+# of data (thousands of triples in `INSERT DATA`) is passed without a Python step per term.
+_BLOCK_RUN = re.compile(
+    rf"""(?:\s+|\#[^\n\r]*|{_IRI}|{_STRING}|\\.|[^\s{{}}<"'\#\\]+|<)+""",
     re.VERBOSE | re.DOTALL,
 )
 
@@ -29,20 +45,34 @@ class _Everything(Exception):
 
 
 class _Reader:
+    """The update's tokens, read one at a time from a position in its text."""
+
     def __init__(self, text: str) -> None:
-        self.tokens = [(m.lastgroup, m.group()) for m in _TOKENS.finditer(text) if m.lastgroup != "space"]
-        self.i = 0
+        self.text = text
+        self.pos = 0
         self.prefixes: dict[str, str] = {}
+        self._next: tuple[str, int] | None = None  # the next token and where it ends
+
+    def _scan(self) -> tuple[str, int]:
+        if self._next is None:
+            match = _TOKENS.match(self.text, self.pos)
+            if match is not None and match.lastgroup == "space":
+                match = _TOKENS.match(self.text, match.end())
+            self._next = ("", len(self.text)) if match is None else (match.group(), match.end())
+        return self._next
+
+    def at_end(self) -> bool:
+        return not self._scan()[0]
 
     def peek(self) -> str:
-        return self.tokens[self.i][1] if self.i < len(self.tokens) else ""
+        return self._scan()[0]
 
     def upper(self) -> str:
         return self.peek().upper()
 
     def take(self) -> str:
-        token = self.peek()
-        self.i += 1
+        token, self.pos = self._scan()
+        self._next = None
         return token
 
     def graph_iri(self) -> str:
@@ -56,14 +86,18 @@ class _Reader:
         raise _Everything
 
     def skip_block(self) -> None:
+        """Pass a `{…}` block whole, nested blocks included."""
         if self.take() != "{":
             raise _Everything
-        depth = 1
+        depth, text = 1, self.text
         while depth:
-            token = self.take()
-            if not token and self.i > len(self.tokens):
+            run = _BLOCK_RUN.match(text, self.pos)
+            if run is not None:
+                self.pos = run.end()
+            if self.pos >= len(text):
                 raise _Everything
-            depth += {"{": 1, "}": -1}.get(token, 0)
+            depth += 1 if text[self.pos] == "{" else -1
+            self.pos += 1
 
     def template(self, default: str, touched: set[str]) -> None:
         """A quad template (or pattern of DELETE WHERE): its GRAPH blocks, and the default graph."""
@@ -173,7 +207,7 @@ def touched_graphs(text: str) -> set[str] | None:
     reader = _Reader(text)
     touched: set[str] = set()
     try:
-        while reader.i < len(reader.tokens):
+        while not reader.at_end():
             if reader.peek() == ";":
                 reader.take()
                 continue

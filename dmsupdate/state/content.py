@@ -50,12 +50,25 @@ _TOKEN = re.compile(
   | (?P<string>\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''
               |"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')
   | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
-  | (?P<name>[?$]\w+|_:[\w.-]+|(?:[A-Za-z][\w.-]*)?:[^\s{}()\[\];,<>"'#]*|@[A-Za-z]+(?:-[A-Za-z0-9]+)*)
+  | (?P<name>[?$]\w+|_:[\w.-]+|(?:[A-Za-z][\w.-]*)?:(?:[^\s{}()\[\];,<>"'#\\]|\\.)*|@[A-Za-z]+(?:-[A-Za-z0-9]+)*)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<open>[{(\[])
   | (?P<close>[})\]])
   | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+# A run of a data block's content up to its next bracket, in one match (strings, IRIs and
+# comments read as _TOKEN reads them): the triples of INSERT DATA, DELETE DATA and VALUES
+# need no Python step each. No keyword inside a data block can run: the engine refuses one.
+_DATA_RUN = re.compile(
+    r"""
+    (?:\s+|\#[^\n\r]*
+      |\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''
+      |"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*'
+      |<[^<>"{}|^`\\\x00-\x20]*>
+      |\\.|[^\s{}()\[\]"'\#<\\]+|<)+
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -74,7 +87,17 @@ def check_sparql_update(text: str, allow_drop_all: bool = True) -> None:
     data_depth: int | None = None  # depth of the data block being read, if any
     data_next = False  # the next `{` opens a data block (after DATA or VALUES)
     previous: list[str] = []  # the last two keywords, for DROP/CLEAR [SILENT] ALL
-    for match in _TOKEN.finditer(text):
+    pos, end = 0, len(text)
+    while pos < end:
+        if data_depth is not None:
+            run = _DATA_RUN.match(text, pos)
+            if run is not None:
+                pos = run.end()
+                if pos >= end:
+                    break
+        match = _TOKEN.match(text, pos)
+        assert match is not None  # `other` takes any one character
+        pos = match.end()
         kind = match.lastgroup
         if kind in ("space", "comment"):
             continue

@@ -64,22 +64,56 @@ def test_the_kept_fingerprint_equals_a_full_scan_after_every_kind_of_operation(
     assert list(kept["graphs"]) == [G1] and kept["total"]["triples"] == 5
 
 
-def test_counts_after_a_run_rescan_only_the_graphs_it_changed(file_state, make_config, tmp_path, monkeypatch):
+def watch_reads(monkeypatch) -> list[str]:
+    """What the kept fingerprint reads from the store from now on: counts and scans, by graph."""
+    reads: list[str] = []
+    real = {
+        name: getattr(fingerprint_scan, name)
+        for name in ("scan_graph", "scan_store", "count_graph", "count_store")
+    }
+    monkeypatch.setattr(
+        kept_fingerprint, "scan_graph", lambda s, g: reads.append(f"scan {g}") or real["scan_graph"](s, g)
+    )
+    monkeypatch.setattr(
+        kept_fingerprint, "scan_store", lambda s: reads.append("scan store") or real["scan_store"](s)
+    )
+    monkeypatch.setattr(
+        kept_fingerprint, "count_graph", lambda s, g: reads.append(f"count {g}") or real["count_graph"](s, g)
+    )
+    monkeypatch.setattr(
+        kept_fingerprint, "count_store", lambda s: reads.append("count store") or real["count_store"](s)
+    )
+    return reads
+
+
+def test_counts_after_a_run_count_only_the_graphs_it_changed(file_state, make_config, tmp_path, monkeypatch):
     publish_history(file_state, tmp_path)
     config = make_config(file_state)
     first = Runner(config).update()["fingerprint"]
     assert first["mode"] == "counts" and first["total"]["hash"] is None
-    scans: list[str] = []
-    real_graph, real_store = fingerprint_scan.scan_graph, fingerprint_scan.scan_store
-    monkeypatch.setattr(kept_fingerprint, "scan_graph", lambda s, g: scans.append(str(g)) or real_graph(s, g))
-    monkeypatch.setattr(kept_fingerprint, "scan_store", lambda s: scans.append("store") or real_store(s))
+    reads = watch_reads(monkeypatch)
 
     assert same_data(Runner(config).update()["fingerprint"], first)
-    assert scans == []  # nothing applied, nothing scanned
+    assert reads == []  # nothing applied, nothing read
     file_state.publish(50, "add", ttl("ex:s5 ex:p ex:o5 ."), arg=G2, fmt="ttl")
     after = Runner(config).update()["fingerprint"]
-    assert scans == [f"<{G2}>"]
+    assert reads == [f"count <{G2}>"]  # a count, not a scan of the graph's triples
     assert after["graphs"][G2]["triples"] == first["graphs"][G2]["triples"] + 1
+
+
+def test_a_full_fingerprint_after_counted_runs_scans_only_the_graphs_whose_hash_is_unknown(
+    file_state, make_config, tmp_path, monkeypatch
+):
+    publish_history(file_state, tmp_path)
+    Runner(make_config(file_state, fingerprint="full")).update()  # every hash known
+    file_state.publish(50, "add", ttl("ex:s5 ex:p ex:o5 ."), arg=G2, fmt="ttl")
+    counted = Runner(make_config(file_state)).update()["fingerprint"]  # G2 counted: its hash unknown
+    assert counted["mode"] == "counts" and counted["graphs"][G2]["hash"] is None
+    reads = watch_reads(monkeypatch)
+    config = make_config(file_state, fingerprint="full")
+    full = Runner(config).update()["fingerprint"]
+    assert reads == [f"scan <{G2}>"]
+    assert full["mode"] == "full" and same_data(full, Runner(config).verify()["fingerprint"])
 
 
 def test_a_hand_edit_of_the_embedded_store_is_seen_by_the_next_run(file_state, make_config, tmp_path):
@@ -215,6 +249,14 @@ def test_the_endpoint_counts_show_a_triple_deleted_by_hand(
         ),
         (f"DROP SILENT GRAPH <{G1}> ; CLEAR DEFAULT", {G1, ""}),
         (f"MOVE <{G1}> TO GRAPH <{G2}>", {G1, G2}),
+        (
+            "PREFIX ex: <http://example.org/> INSERT { ex:s ex:p ex:o\\' } WHERE {} ; DROP GRAPH <a:g>",
+            {"", "a:g"},
+        ),
+        (
+            f'INSERT DATA {{ GRAPH <{G1}> {{ <a:s> <a:p> """{{ }} }}""", "#", <a:o#x> }} }} # }} {{\r; CLEAR DEFAULT',
+            {G1, ""},
+        ),
         ("DROP ALL", None),
         ("DELETE WHERE { GRAPH ?g { ?s ?p ?o } }", None),
         ("BASE <http://example.org/> INSERT DATA { GRAPH <one> { <a:s> <a:p> 1 } }", None),

@@ -56,6 +56,13 @@ SPARQL_CASES = {
         "fetches_urls",
         "LOAD",
     ),
+    "LOAD hidden behind a prefixed name's escaped quote": (
+        # The engine reads `ex:o\\'` as one name; a screen that took its `'` for a string would miss the LOAD.
+        "PREFIX ex: <http://example.org/> INSERT { ex:s ex:p ex:o\\' } WHERE {} ; "
+        "LOAD <http://127.0.0.1:1/x> INTO GRAPH <http://g> ; INSERT { ex:s ex:p 'x' } WHERE {}",
+        "fetches_urls",
+        "LOAD",
+    ),
     "SERVICE in a WHERE": (
         "INSERT { ?s ?p ?o } WHERE { SERVICE <http://127.0.0.1:5432/> { ?s ?p ?o } }",
         "fetches_urls",
