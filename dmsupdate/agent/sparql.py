@@ -250,6 +250,7 @@ class SparqlBackend:
                     data={"query": "ASK {}"},
                     headers={"Accept": "application/sparql-results+json"},
                     timeout=10,
+                    **self.client.environment(self.query_url),
                 )
                 if r.status_code < 400:
                     return

@@ -66,9 +66,23 @@ class SparqlClient:
         self.session = requests.Session()
         if config.auth is not None:
             self.session.auth = config.auth.requests_auth()
+        # Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE…),
+        # read once per endpoint rather than on every request, as requests would.
+        self._settings = {
+            url: self.session.merge_environment_settings(url, {}, None, None, None)
+            for url in {self.query_url, self.update_url, self.gsp_url}
+        }
+        self.session.trust_env = False
 
     def close(self) -> None:
         self.session.close()
+
+    def environment(self, url: str) -> dict[str, Any]:
+        """The proxies and TLS verification the environment sets for one of the endpoints."""
+        settings = self._settings.get(url) or self.session.merge_environment_settings(
+            url, {}, None, None, None
+        )
+        return {"proxies": settings["proxies"], "verify": settings["verify"]}
 
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -76,7 +90,7 @@ class SparqlClient:
     def request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", TIMEOUT)
         try:
-            return self.session.request(method, url, **kwargs)
+            return self.session.request(method, url, **self.environment(url), **kwargs)
         except requests.RequestException as exc:
             raise OperationFailed(self.redact(f"{what}: cannot reach {url}: {exc}")) from exc
 

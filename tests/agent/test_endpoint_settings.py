@@ -178,3 +178,20 @@ def test_after_a_hook_the_agent_waits_hook_wait_seconds_for_the_store_then_fails
         f"the SPARQL service at {down}/ds/query does not answer 0.2 s after the install hook"
         in status["error"]
     )
+
+
+def test_the_environments_proxy_carries_every_request_and_no_proxy_is_honoured(monkeypatch):
+    from dmsupdate.agent.sparql_http import SparqlClient
+
+    proxy = Recorded(status=204)
+    with local_server(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "direct.invalid")
+        client = SparqlClient(load(service="http://store.invalid:3030/ds/"))
+        client.update("INSERT DATA { <urn:a> <urn:b> <urn:c> }", "update")
+        client.update("INSERT DATA { <urn:a> <urn:b> <urn:d> }", "update")
+        assert [r["path"] for r in proxy.requests] == ["http://store.invalid:3030/ds/update"] * 2
+        direct = SparqlClient(load(service="http://direct.invalid:3030/ds/"))
+        with pytest.raises(Exception, match="cannot reach"):
+            direct.update("INSERT DATA { <urn:a> <urn:b> <urn:c> }", "update")
+        assert len(proxy.requests) == 2  # NO_PROXY: sent straight to the (unresolvable) host
