@@ -18,11 +18,12 @@ from dmsupdate.agent.hooks import run_post_update
 from dmsupdate.agent.kept_fingerprint import KeptFingerprint
 from dmsupdate.agent.progress import CountingStore, RunProgress, store_facts
 from dmsupdate.agent.ready import note_seen, readiness
+from dmsupdate.agent.recent import RecentWindow
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
 from dmsupdate.agent.sparql_fingerprint import endpoint_fingerprint
 from dmsupdate.agent.status import RunLock, read_status, write_status
-from dmsupdate.state.keys import EffectiveTime, InvalidKey, parse_key, window_start_key
+from dmsupdate.state.keys import EffectiveTime, window_start_key
 from dmsupdate.state.plan import (
     LedgerState,
     Plan,
@@ -308,7 +309,7 @@ class Runner:
             status["invalid"] = sorted(set(plan.invalid))
         else:
             status["invalid"] = sorted(set(status.get("invalid") or []) | set(plan.invalid))
-        tracker = _Progress(state, self.config.window_hours)
+        tracker = RecentWindow(state, self.config.window_hours)
         status.update(tracker.fields())
         status["skipped"] = [{"key": e.key, "reason": e.skip} for e in plan.entries if e.skip]
         if plan.deferred:
@@ -339,7 +340,7 @@ class Runner:
                 if entry is plan.bootstrap:
                     log.info("installing %s %s", entry.op, entry.key)
                     backend.install(entry, source, opt)
-                    tracker = _Progress(LedgerState(baseline=entry.effective), self.config.window_hours)
+                    tracker = RecentWindow(LedgerState(baseline=entry.effective), self.config.window_hours)
                     status["image"] = entry.key
                     status["late"] = []
                 else:
@@ -355,46 +356,3 @@ class Runner:
             status.update(tracker.fields(), applied=applied, lastUpdate=now_iso(), progress=shown.fields())
             write_status(path, status)
         status.update(applied=applied, lastSucceeded=True, failedKey=None, error=None)
-
-
-class _Progress:
-    """The newest applied effective time and the keys applied within the window."""
-
-    def __init__(self, state: LedgerState, window_hours: float) -> None:
-        self.window_hours = window_hours
-        self.newest: EffectiveTime | None = state.baseline
-        self.recent: dict[str, EffectiveTime] = {}
-        for key in state.applied:
-            try:
-                eff = parse_key(key).effective
-            except InvalidKey:
-                continue
-            if eff is None:
-                continue
-            self.recent[key] = eff
-            if self.newest is None or eff > self.newest:
-                self.newest = eff
-        self._trim()
-
-    def add(self, entry: PlanEntry) -> None:
-        self.recent[entry.key] = entry.effective
-        for key in entry.settles:
-            try:
-                eff = parse_key(key).effective
-            except InvalidKey:
-                continue
-            if eff is not None:
-                self.recent[key] = eff
-        if self.newest is None or entry.effective > self.newest:
-            self.newest = entry.effective
-            self._trim()
-
-    def _trim(self) -> None:
-        if self.newest is None:
-            return
-        start = window_start(self.newest, self.window_hours)
-        self.recent = {k: e for k, e in self.recent.items() if e >= start}
-
-    def fields(self) -> dict[str, Any]:
-        keys = sorted(self.recent, key=lambda k: (self.recent[k].nanos, k))
-        return {"effectiveDate": self.newest.path if self.newest else None, "recent": keys}
