@@ -68,10 +68,10 @@ def raw_sql_ms() -> tuple[float, float]:
         PENDING_CAP,
         SECTION_ROWS,
         datasets_with_heads,
-        lag_history,
         newest_update_times,
     )
     from servers.models import Server
+    from servers.sparklines import lag_history
 
     heads_sql = datasets_with_heads().values_list("pk", "head_key", "head_ns").query.sql_with_params()
     servers_sql = (
