@@ -210,6 +210,13 @@ STATE_ORDER = {
 JOB_LINGER_SECONDS = 120
 
 
+def section_rows(sections: int, one_dataset: bool) -> int:
+    """Rows each section shows: SECTION_ROWS on a dataset's own page, its share of PAGE_ROWS on the overview."""
+    if one_dataset:
+        return SECTION_ROWS
+    return min(SECTION_ROWS, max(MIN_SECTION_ROWS, PAGE_ROWS // max(1, sections)))
+
+
 def _sort_key(sort: str) -> Callable[[Any, Lag, int], Any]:
     """A server's place in its section: a tuple of plain values ending with its index among
     the servers read (they are read by name, so the index alone orders by name)."""
@@ -280,11 +287,7 @@ def fleet(
         sections[server.dataset_id].states[judged.state] += 1
         if not state or judged.state == state:
             places[server.dataset_id].append(key(server, judged, i))
-    shown = (
-        SECTION_ROWS
-        if dataset
-        else min(SECTION_ROWS, max(MIN_SECTION_ROWS, PAGE_ROWS // max(1, len(sections))))
-    )
+    shown = section_rows(len(sections), one_dataset=bool(dataset))
     for pk, section in sections.items():
         order = places[pk]
         if sort != "name":
