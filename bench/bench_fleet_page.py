@@ -66,12 +66,12 @@ def raw_sql_ms() -> tuple[float, float]:
     from servers.dashboard import (
         FLEET_FIELDS,
         PENDING_CAP,
-        SECTION_ROWS,
         datasets_with_heads,
-        lag_history,
         newest_update_times,
+        section_rows,
     )
     from servers.models import Server
+    from servers.sparklines import lag_history
 
     heads_sql = datasets_with_heads().values_list("pk", "head_key", "head_ns").query.sql_with_params()
     servers_sql = (
@@ -88,9 +88,10 @@ def raw_sql_ms() -> tuple[float, float]:
         newest_update_times(dataset_ids, PENDING_CAP + 1)
         middle = time.perf_counter()
         shown: dict[int, list[int]] = {}
+        per_section = section_rows(len(dataset_ids), one_dataset=False)  # the rows the overview shows
         for row in rows:
             shown.setdefault(row[1], [])
-            if len(shown[row[1]]) < SECTION_ROWS:
+            if len(shown[row[1]]) < per_section:
                 shown[row[1]].append(row[0])
         lag_history([pk for ids in shown.values() for pk in ids], timezone.now())
         warm.append((middle - started) * 1000)

@@ -172,7 +172,7 @@ def model_defaults(connection):
     """The models' own defaults as column defaults while the SQL above runs.
 
     LOAD_SQL names the columns it fills; a column a later migration adds (NOT NULL,
-    its default known only to Django) would make its INSERT fail, so each such
+    its default, or its blank text, known only to Django) would make its INSERT fail, so each such
     column gets its model default in the database for the load, removed after.
     """
     from django.db.models import NOT_PROVIDED
@@ -184,7 +184,9 @@ def model_defaults(connection):
     with connection.schema_editor(atomic=False) as editor:
         for model in (Dataset, StateObject, Server, StatusReport, LagHour):
             for field in model._meta.concrete_fields:
-                if field.primary_key or field.null or not field.has_default():
+                # A text column with no default is blank in Django's eyes ("" when not given).
+                blank_text = field.blank and field.empty_strings_allowed
+                if field.primary_key or field.null or not (field.has_default() or blank_text):
                     continue
                 if field.db_default is not NOT_PROVIDED:
                     continue

@@ -2,44 +2,45 @@
 
 The fleet page lists the servers of every dataset; its query count must not grow
 with the fleet: one query for the datasets and their heads, one for the servers,
-one for each dataset's newest update times, one for the shown rows' sparklines
-(an hourly roll-up), one for the datasets' jobs. Every server's lag and state is
-computed (for the counts, the state filter and the sort); only a page of rows per
-dataset is rendered.
+one for each dataset's newest update times, one for the updates missing from the
+bucket, one for the shown rows' sparklines (servers.sparklines), one for the
+datasets' jobs, one for the heads' publications. Every server's lag and state is
+computed (for the counts, the state filter and the sort); only a page of rows is
+built and rendered.
 """
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict, namedtuple
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q, TextField, Value
+from django.db.models.functions import Cast, NullIf
 from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
-from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start
-from servers.models import Agreement, LagHour, Server, ServerState
+from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start, report_stale
+from servers.models import Agreement, Server, ServerState
+from servers.sparklines import lag_history
 
 # Pending updates are counted up to this many per server on the fleet page and shown
 # as "1,000+" beyond: the page reads each dataset's newest update times once and
 # counts every server in them, whatever the fleet's spread.
 PENDING_CAP = 1000
 
-# Sparkline resolution: one point per hour over the last day, so a server costs at
-# most this many rows in the sparkline query however often it reports.
-SPARK_HOURS = 24
 
-
-@dataclass
+@dataclass(slots=True)
 class FleetRow:
     """One server line of the fleet page."""
 
-    server: Any  # a named row of FLEET_FIELDS (+ pk), read like a Server
+    server: Any  # a FleetServer, read like a Server
     lag: Lag
     spark: str  # the rendered sparkline (see _draw_sparklines)
 
@@ -83,6 +84,11 @@ class DatasetFleet:
         """Rows the filters kept beyond this page."""
         return max(0, self.matched - self.first - len(self.rows))
 
+    @property
+    def next_page(self) -> int:
+        """The page of the dataset's own view (SECTION_ROWS a page) holding the first row not shown."""
+        return self.last // SECTION_ROWS + 1
+
 
 def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[int]]:
     """The `limit` newest published update times of each dataset, oldest first, in one query.
@@ -119,22 +125,35 @@ def newest_update_times(dataset_ids: list[int], limit: int) -> dict[int, list[in
     return times
 
 
-def missing_update_times(dataset_ids: list[int]) -> dict[int, list[int]]:
+def missing_update_times(after: dict[int, int]) -> dict[int, list[int]]:
     """Effective times of each dataset's updates gone from the bucket (state `missing`), sorted; one query.
 
-    Such rows are rare; a server needs those later than its effective time
-    (servers.lag.missing_needed).
+    A server needs those later than its effective time (servers.lag.missing_needed), so
+    only those later than `after[dataset id]`, its least advanced server's, are read
+    (object_lag_idx): a registry's history of gaps costs nothing once every server is past it.
     """
     times: dict[int, list[int]] = defaultdict(list)
-    rows = StateObject.objects.filter(
-        dataset_id__in=dataset_ids,
-        kind=ObjectKind.UPDATE,
-        state=ObjectState.MISSING,
-        effective_ns__isnull=False,
-    ).order_by("effective_ns")
+    if not after:
+        return times
+    bounds = Q()
+    for dataset_id, effective_ns in after.items():
+        bounds |= Q(dataset_id=dataset_id, effective_ns__gt=effective_ns)
+    rows = StateObject.objects.filter(bounds, kind=ObjectKind.UPDATE, state=ObjectState.MISSING).order_by(
+        "effective_ns"
+    )
     for dataset_id, effective_ns in rows.values_list("dataset_id", "effective_ns"):
         times[dataset_id].append(effective_ns)
     return times
+
+
+def least_effective(rows: Iterable[tuple]) -> dict[int, int]:
+    """The least effective time among each dataset's servers that reported one (rows of FLEET_COLUMNS)."""
+    least: dict[int, int] = {}
+    for values in rows:
+        effective_ns = values[_EFFECTIVE]
+        if effective_ns is not None and effective_ns < least.get(values[_DATASET], effective_ns + 1):
+            least[values[_DATASET]] = effective_ns
+    return least
 
 
 def missing_of(effective_ns: int | None, missing: list[int]) -> int:
@@ -152,70 +171,26 @@ def pending_of(start: int | None, newest: list[int]) -> int:
     return len(newest) - bisect_right(newest, start)
 
 
-def lag_history(server_ids: Iterable[int], now: datetime, hours: int = SPARK_HOURS) -> dict[int, list]:
-    """Each server's lag over each of the last `hours`, oldest first, in one query: (worst, at its last report).
-
-    Read from the hourly roll-up (servers.models.LagHour), so a server costs at most
-    `hours` rows however often it reports. Hours without a report carry the previous
-    hour's last value forward; hours before the first report are None.
-    """
-    ids = list(server_ids)
-    if not ids:
-        return {}
-    last_hour = int(now.timestamp()) // 3600
-    first = last_hour - hours + 1
-    buckets: dict[int, list[tuple[float, float] | None]] = defaultdict(lambda: [None] * hours)
-    for server_id, offsets, worst, last in _lag_hours(ids, first, last_hour):
-        values = buckets[server_id]
-        for i, w, v in zip(offsets, worst, last, strict=True):
-            values[i] = (w, v)
-    history = {}
-    for server_id, values in buckets.items():
-        previous = None
-        for i, value in enumerate(values):
-            if value is None:
-                values[i] = None if previous is None else (previous, previous)
-            else:
-                previous = value[1]
-        history[server_id] = values
-    return history
-
-
-def _lag_hours(
-    ids: list[int], first: int, last: int
-) -> list[tuple[int, list[int], list[float], list[float]]]:
-    """Per server: the offsets from `first` of its hours in [first, last], each hour's worst and last lag.
-
-    On PostgreSQL one row per server with three arrays (the driver decodes arrays far
-    faster than thousands of rows); elsewhere rows folded here.
-    """
-    table = LagHour._meta.db_table
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute(
-                f"""SELECT server_id, array_agg(hour - %s), array_agg(max_lag_seconds), array_agg(lag_seconds)
-                    FROM {table} WHERE hour BETWEEN %s AND %s AND server_id = ANY(%s) GROUP BY server_id""",
-                [first, first, last, ids],
-            )
-            return cur.fetchall()
-    folded: dict[int, tuple[list[int], list[float], list[float]]] = defaultdict(lambda: ([], [], []))
-    rows = LagHour.objects.filter(hour__gte=first, hour__lte=last, server_id__in=ids)
-    for server_id, hour, worst, lag in rows.values_list(
-        "server_id", "hour", "max_lag_seconds", "lag_seconds"
-    ):
-        offsets, worsts, lags = folded[server_id]
-        offsets.append(hour - first)
-        worsts.append(worst)
-        lags.append(lag)
-    return [(server_id, *values) for server_id, values in folded.items()]
-
-
 # What the fleet page reads of each server: its state inputs (servers.lag.state_of)
 # and what the row shows; not the reported key lists' full content beyond late_keys.
 FLEET_FIELDS = ("name", *LAG_FIELDS, "failed_key", "last_error", "unreachable_error", "ready", "ready_reason")
+# The same, as read: late_keys as JSON text only when there are some (almost never: no
+# list to decode per server), and a row read like a Server by lag_of and the row tags.
+FLEET_COLUMNS = tuple(
+    NullIf(Cast(name, TextField()), Value("[]", TextField())) if name == "late_keys" else name
+    for name in ("pk", *FLEET_FIELDS)
+)
+FleetServer = namedtuple("FleetServer", ("pk", *FLEET_FIELDS))
+_DATASET, _EFFECTIVE = FleetServer._fields.index("dataset_id"), FleetServer._fields.index("effective_ns")
 
 # Rows shown per dataset section; more are reached by search, a state filter or the next page.
 SECTION_ROWS = 100
+# Rows the overview (every dataset at once) shows in all, shared by its sections, each
+# showing at least MIN_SECTION_ROWS: each row costs its sparkline and its share of a
+# fragment polled every few seconds, so ten datasets of a thousand servers must not
+# make a page of a thousand rows. A dataset's own page shows SECTION_ROWS a page.
+PAGE_ROWS = 400
+MIN_SECTION_ROWS = 20
 # Sort orders of the fleet table; "state" puts what needs the admin first.
 SORTS = ("name", "state", "lag")
 STATE_ORDER = {
@@ -235,13 +210,28 @@ STATE_ORDER = {
 JOB_LINGER_SECONDS = 120
 
 
-def _sort_key(sort: str):
+def section_rows(sections: int, one_dataset: bool) -> int:
+    """Rows each section shows: SECTION_ROWS on a dataset's own page, its share of PAGE_ROWS on the overview."""
+    if one_dataset:
+        return SECTION_ROWS
+    return min(SECTION_ROWS, max(MIN_SECTION_ROWS, PAGE_ROWS // max(1, sections)))
+
+
+def _sort_key(sort: str) -> Callable[[Any, Lag, int], Any]:
+    """A server's place in its section: a tuple of plain values ending with its index among
+    the servers read (they are read by name, so the index alone orders by name)."""
     if sort == "state":
-        return lambda row: (STATE_ORDER.get(row.lag.state, 99), row.server.name)
+        return lambda server, lag, i: (STATE_ORDER.get(lag.state, 99), server.name, i)
     if sort == "lag":
         # Never reported first (its lag is unknown), then the furthest behind.
-        return lambda row: (row.lag.lag_seconds is not None, -(row.lag.lag_seconds or 0), row.server.name)
-    return None
+        return lambda server, lag, i: (lag.lag_seconds is not None, -(lag.lag_seconds or 0), server.name, i)
+    return lambda server, lag, i: i
+
+
+def _fleet_server(values: tuple) -> FleetServer:
+    """A server row as read (late keys as JSON text, or None when there are none), named."""
+    server = FleetServer._make(values)
+    return server if server.late_keys is None else server._replace(late_keys=json.loads(server.late_keys))
 
 
 def fleet(
@@ -255,7 +245,8 @@ def fleet(
     """The fleet page: each dataset's head and its servers with lag, state and 24 h history.
 
     `state`, `dataset` and `search` (part of a server's name) narrow what is shown;
-    `sort` orders each section (SORTS); each section shows SECTION_ROWS rows from `page`.
+    `sort` orders each section (SORTS). One dataset's section shows SECTION_ROWS rows
+    from `page`; the overview shows each section's share of PAGE_ROWS from the first.
     """
     now = now or timezone.now()
     # The agreement line comes with the datasets (a reverse one-to-one: no query of its own).
@@ -266,29 +257,46 @@ def fleet(
         d.pk: DatasetFleet(d, d.head_key, d.head_ns, d.image_ns, agreement=getattr(d, "agreement", None))
         for d in datasets
     }
-    # Named rows rather than model instances: a thousand Server objects cost more to
-    # build than the query; lag_of and state_of read only these attributes.
     servers = Server.objects.filter(dataset_id__in=list(sections)).order_by("name")
     if search:
         servers = servers.filter(name__icontains=search)
+    rows = list(servers.values_list(*FLEET_COLUMNS))
     newest = newest_update_times(list(sections), PENDING_CAP + 1)
-    gone = missing_update_times(list(sections))
-    for server in servers.values_list("pk", *FLEET_FIELDS, named=True):
-        section = sections[server.dataset_id]
-        start = replay_start(server.effective_ns, Heads(section.head_ns, section.image_ns))
-        pending = pending_of(start, newest.get(server.dataset_id, []))
-        missing = missing_of(server.effective_ns, gone.get(server.dataset_id, []))
-        lag = lag_of(server, pending, section.head_ns, now, missing=missing)
-        section.states[lag.state] += 1
-        if not state or lag.state == state:
-            section.rows.append(FleetRow(server, lag, ""))
+    gone = missing_update_times(least_effective(rows))
+    # What every server of a section is compared with, looked up once per section.
+    inputs = {
+        pk: (s, Heads(s.head_ns, s.image_ns), newest.get(pk, []), gone.get(pk, []))
+        for pk, s in sections.items()
+    }
+    stale = report_stale()
+
+    def lag(server: FleetServer) -> Lag:
+        section, heads, newest_times, missing_times = inputs[server.dataset_id]
+        pending = pending_of(replay_start(server.effective_ns, heads), newest_times)
+        missing = missing_of(server.effective_ns, missing_times)
+        return lag_of(server, pending, section.head_ns, now, missing, stale)
+
+    # Every server is judged (for the counts, the state filter and the sort) but only the
+    # shown ones are kept as objects: the others leave plain tuples, which the garbage
+    # collector stops tracking, rather than ten thousand objects for it to walk.
+    places: dict[int, list] = {pk: [] for pk in sections}
     key = _sort_key(sort)
-    for section in sections.values():
-        if key is not None:
-            section.rows.sort(key=key)
-        section.matched = len(section.rows)
+    for i, values in enumerate(rows):
+        server = _fleet_server(values)
+        judged = lag(server)
+        sections[server.dataset_id].states[judged.state] += 1
+        if not state or judged.state == state:
+            places[server.dataset_id].append(key(server, judged, i))
+    shown = section_rows(len(sections), one_dataset=bool(dataset))
+    for pk, section in sections.items():
+        order = places[pk]
+        if sort != "name":
+            order.sort()
+        section.matched = len(order)
         section.first = (max(1, page) - 1) * SECTION_ROWS if dataset else 0
-        section.rows = section.rows[section.first : section.first + SECTION_ROWS]
+        for place in order[section.first : section.first + shown]:
+            server = _fleet_server(rows[place if isinstance(place, int) else place[-1]])
+            section.rows.append(FleetRow(server, lag(server), ""))
     _draw_sparklines(sections.values(), now)
     _attach_jobs(sections, now)
     _link_heads(sections)
@@ -297,8 +305,6 @@ def fleet(
 
 def _link_heads(sections: dict[int, DatasetFleet]) -> None:
     """The publication behind each dataset's head, for its link (one query on publication_time_idx)."""
-    from django.db.models import Q
-
     from publications.models import PublicationEvent
 
     heads = [Q(dataset_id=pk, effective_ns=s.head_ns) for pk, s in sections.items() if s.head_ns is not None]
@@ -321,7 +327,7 @@ def _draw_sparklines(sections: Iterable[DatasetFleet], now: datetime) -> None:
     for section in sections:
         points = {row.server.pk: history.get(row.server.pk, []) for row in section.rows}
         top = max(
-            [hour[0] for values in points.values() for hour in values if hour is not None]
+            [worst for values in points.values() for _, worst, _ in values]
             + [row.lag.lag_seconds or 0 for row in section.rows]
             + [0.0]
         )
@@ -331,8 +337,6 @@ def _draw_sparklines(sections: Iterable[DatasetFleet], now: datetime) -> None:
 
 def _attach_jobs(sections: dict[int, DatasetFleet], now: datetime) -> None:
     """The dataset-wide jobs (update all, GC, ...) running, or ended in the last JOB_LINGER_SECONDS."""
-    from django.db.models import Q
-
     from jobs.models import Job, JobStatus
 
     recent = now - timedelta(seconds=JOB_LINGER_SECONDS)

@@ -112,7 +112,7 @@ LAG_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lag:
     """A server's replay lag as the API and the dashboard show it (DESIGN §6)."""
 
@@ -137,6 +137,7 @@ def lags_of(servers: Sequence[Any], now: datetime | None = None) -> dict[int, La
     for server in servers:
         by_dataset[server.dataset_id].append(server)
     heads = dataset_heads(by_dataset)
+    stale = report_stale()
     lags: dict[int, Lag] = {}
     for dataset_id, group in by_dataset.items():
         head = heads.get(dataset_id)
@@ -157,7 +158,7 @@ def lags_of(servers: Sequence[Any], now: datetime | None = None) -> dict[int, La
             # A server that never reported needs no missing update yet: it bootstraps first.
             missing = later[ObjectState.MISSING][i] if server.effective_ns is not None else 0
             lags[server.pk] = lag_of(
-                server, later[ObjectState.PUBLISHED][i], head.update_ns if head else None, now, missing
+                server, later[ObjectState.PUBLISHED][i], head.update_ns if head else None, now, missing, stale
             )
     return lags
 
@@ -192,8 +193,9 @@ def lag_of(
     head_ns: int | None,
     now: datetime | None = None,
     missing: int = 0,
+    stale: timedelta | None = None,
 ) -> Lag:
-    """Combine a server's report with the dataset head into its lag and state."""
+    """Combine a server's report with the dataset head into its lag and state (`stale`: see state_of)."""
     now = now or timezone.now()
     if head_ns is None:
         lag: float | None = 0.0
@@ -201,7 +203,8 @@ def lag_of(
         lag = None
     else:
         lag = max(0.0, (head_ns - server.effective_ns) / NANOS)
-    return Lag(pending, lag, state_of(server, pending, now, missing), missing, catch_up(server, pending))
+    state = state_of(server, pending, now, missing, stale)
+    return Lag(pending, lag, state, missing, catch_up(server, pending))
 
 
 def catch_up(server: Any, pending: int) -> float | None:
@@ -227,13 +230,23 @@ def rebuild_pending(server: Any) -> bool:
     return server.last_report_at is None or server.last_report_at < server.rebuild_requested_at
 
 
-def state_of(server: Any, pending: int, now: datetime, missing: int = 0) -> str:
-    """One definition of the state badge, in order of what needs the admin most."""
+def report_stale() -> timedelta:
+    """How long a server with an agent URL may go without reporting before it reads unreachable."""
+    return timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
+
+
+def state_of(
+    server: Any, pending: int, now: datetime, missing: int = 0, stale: timedelta | None = None
+) -> str:
+    """One definition of the state badge, in order of what needs the admin most.
+
+    `stale` is report_stale(), passed in by callers that judge thousands of servers at once.
+    """
     if not server.enabled:
         return ServerState.DISABLED
     if rebuild_pending(server):
         return ServerState.REBUILDING
-    stale = timedelta(seconds=settings.DMSUPDATE["REPORT_STALE_SECONDS"])
+    stale = stale or report_stale()
     if server.unreachable_since or (
         server.agent_url and server.last_report_at and now - server.last_report_at > stale
     ):

@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from dmsupdate.templatetags.dashboard import badge, duration_text, esc, reltime
 from servers.dashboard import PENDING_CAP
+from servers.sparklines import SPARK_HOURS
 
 register = template.Library()
 
@@ -53,50 +54,56 @@ SPARK_HEIGHT = 24
 
 
 def sparkline_svg(
-    hours: Sequence[tuple[float, float] | None],
+    hours: Sequence[tuple[int, float, float]],
     current: float | None,
     top: float,
     label: str = "lag over the last 24 h",
+    span: int = SPARK_HOURS,
 ) -> SafeString:
     """An inline SVG of a server's lag over the last day, on a scale shared with its neighbours (`top`).
 
-    `hours` holds, oldest first, each hour's worst lag and its lag at the hour's last report
-    (None before the first report). Within an hour the line goes from the worst to the last
-    value, then holds until the next hour (a step), and ends at the `current` lag at the
-    right edge: a server that caught up this hour shows the drop and ends green. Built as
-    one string, not a template: the fleet page renders hundreds.
+    `hours` holds, oldest first, the reported hours among the last `span` as
+    (hour from the first, worst lag, lag at the hour's last report); servers.dashboard.lag_history
+    reads them. Within an hour the line goes from the worst to the last value, then holds
+    until the next reported hour (a step), and ends at the `current` lag at the right edge:
+    a server that caught up this hour shows the drop and ends green. Built as one string,
+    not a template: the fleet page renders hundreds.
     """
-    known = [(i, h) for i, h in enumerate(hours) if h is not None]
-    if not known and current is None:
+    if not hours and current is None:
         return format_html('<span class="spark-empty" title="{}">no reports in 24 h</span>', label)
     w, h = SPARK_WIDTH, SPARK_HEIGHT
     top = max(top, 60.0)
-    slot = w // max(1, len(hours))
+    slot = w // max(1, span)
     base, scale = h - 2, (h - 4) / top  # y of a lag of 0, and pixels per second of lag
-    # Whole pixels: the fleet page draws hundreds of these, and integer formatting is the cheap kind.
+    # Whole pixels, and a point only where the line changes: the fleet page draws hundreds
+    # of these, and integer formatting is the cheap kind.
     coords: list[str] = []
-    previous: float | None = None
-    level = 0
-    for i, (worst, last) in known:
-        if worst == last == previous:
-            continue  # an hour carried over: the step goes on
-        x = i * slot
-        if previous is not None:
-            coords.append(f"{x},{level}")
-        coords.append(f"{x},{round(base - (worst if worst < top else top) * scale)}")
-        level = round(base - (last if last < top else top) * scale)
-        if last != worst:
-            coords.append(f"{x + slot},{level}")
+    previous: float | None = None  # the lag at the last report drawn
+    level = -1  # its y
+    highest = 0.0
+    for i, worst, last in hours:
+        high = round(base - (worst if worst < top else top) * scale)
+        low = high if last == worst else round(base - (last if last < top else top) * scale)
+        if worst > highest:
+            highest = worst
         previous = last
+        if high == low == level:
+            continue  # no change at this resolution: the step goes on
+        x = i * slot
+        if level >= 0:
+            coords.append(f"{x},{level}")
+        coords.append(f"{x},{high}")
+        if low != high:
+            coords.append(f"{x + slot},{low}")
+        level = low
     now = current if current is not None else previous or 0.0
     end = round(base - min(now, top) * scale)
-    if previous is not None:
+    if level >= 0:
         coords.append(f"{w},{level}")
     coords.append(f"{w},{end}")
     if len(coords) == 1:
         coords.insert(0, f"{w - 4},{end}")
     tone = "flat" if now == 0 else "up"
-    highest = max([worst for _, (worst, _) in known] + [now])
     title = escape(
         f"{label}: now {duration_text(now) + ' behind' if now else 'up to date'}"
         + (f", at most {duration_text(highest)} behind" if highest > now else "")

@@ -104,6 +104,8 @@ def test_an_update_deleted_from_the_bucket_that_a_server_still_needs_makes_it_fa
     row = fleet.split('id="server-web1"', 1)[1].split("</tr>", 1)[0]
     assert "state-failing" in fleet.split('id="server-web1"', 1)[0].rsplit("<tr", 1)[1] + row
     assert "1 update it still needs missing from the bucket" in row
+    past = fleet.split('id="server-web2"', 1)[1].split("</tr>", 1)[0]
+    assert "missing from the bucket" not in past and 'badge-bad">failing<' not in past
     page = viewer_client.get("/servers/web1/").content.decode()
     assert "missing from the bucket" in page and gone in page
 

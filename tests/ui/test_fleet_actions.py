@@ -112,6 +112,35 @@ def test_the_fleet_is_searched_sorted_and_paged(viewer_client, ui_dataset, updat
     assert "server-node-1" not in second and "Servers 3–4 of 4" in second
 
 
+def test_the_overview_shares_its_rows_among_datasets_and_links_to_the_rest(
+    viewer_client, ui_dataset, updates, add_server, publish_updates, monkeypatch
+):
+    import servers.dashboard
+    from dmsupdate.state.keys import EffectiveTime
+    from publications.models import Dataset
+
+    monkeypatch.setattr(servers.dashboard, "SECTION_ROWS", 3)
+    monkeypatch.setattr(servers.dashboard, "PAGE_ROWS", 4)
+    monkeypatch.setattr(servers.dashboard, "MIN_SECTION_ROWS", 1)
+    other = Dataset.objects.create(name="other", s3root="file:///nowhere")
+    publish_updates(other, 2, EffectiveTime(updates[0].effective_ns))
+    for i in range(5):
+        add_server(ui_dataset, f"flood-{i}", updates[-1].effective_ns)
+        add_server(other, f"other-{i}", updates[0].effective_ns)
+
+    overview = viewer_client.get("/").content.decode()
+    assert overview.count('id="server-flood-') == 2 and overview.count('id="server-other-') == 2
+    assert "Servers 1–2 of 5." in overview
+    # The dataset's own view holds the first row not shown (the third) on its page 1.
+    assert '<a href="?dataset=flood&amp;page=1&amp;sort=name">more of flood →</a>' in overview
+
+    own = viewer_client.get("/?dataset=flood").content.decode()
+    assert own.count('id="server-flood-') == 3 and "Servers 1–3 of 5." in own
+    assert '<a href="?dataset=flood&amp;page=2&amp;sort=name">next page →</a>' in own
+    second = viewer_client.get("/?dataset=flood&page=2").content.decode()
+    assert "server-flood-3" in second and "server-flood-4" in second and "server-flood-2" not in second
+
+
 def test_the_job_page_shows_a_table_per_server_and_never_raw_json(viewer_client, fleet):
     now = timezone.now()
     job = Job.objects.create(
