@@ -42,6 +42,10 @@ from dmsupdate.agent.client import (
 )
 
 T = TypeVar("T")
+# Requests being opened (connected and sent) at once. Without a bound the loop would
+# prepare all 1,000 before sending the first; with it the first calls (the longest
+# runs, see servers.runs.longest_first) are on their way while the others are prepared.
+OPENING = 32
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,31 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ConnectionRefusedError):
         return "connection refused"
     return (str(exc) or exc.__class__.__name__)[:300]
+
+
+class _Opening:
+    """A request's slot among those being opened, given back once its headers are sent (or it failed)."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self.slots = slots
+        self.held = False
+
+    async def __aenter__(self) -> _Opening:
+        await self.slots.acquire()
+        self.held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.give_back()
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+
+async def _sent(session: object, context: Any, params: object) -> None:
+    context.trace_request_ctx.give_back()
 
 
 def _certificates() -> ssl.SSLContext:
@@ -89,7 +118,9 @@ class Fleet:
 
     def __enter__(self) -> Fleet:
         self._thread.start()
-        self._session, self._slots = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
+        self._session, self._slots, self._opening = asyncio.run_coroutine_threadsafe(
+            self._open(), self._loop
+        ).result()
         # Read once: looking them up per agent costs as much as the call itself.
         self._proxied = bool(getproxies())
         return self
@@ -100,12 +131,16 @@ class Fleet:
         self._thread.join()
         self._loop.close()
 
-    async def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+    async def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore, asyncio.Semaphore]:
         # A connection per request, closed after it (no idle connection an agent may drop meanwhile);
         # no cookies kept between agents; proxies are looked up per agent (_speak), not per request.
         connector = aiohttp.TCPConnector(limit=0, force_close=True, ssl=_certificates())
-        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-        return session, asyncio.Semaphore(self.concurrency)
+        sent = aiohttp.TraceConfig()
+        sent.on_request_headers_sent.append(_sent)
+        session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[sent]
+        )
+        return session, asyncio.Semaphore(self.concurrency), asyncio.Semaphore(OPENING)
 
     async def _close(self) -> None:
         """Calls still going (the caller gave up on them) are cancelled; then the connections are closed."""
@@ -174,9 +209,18 @@ class Fleet:
     async def _send(self, ask: Ask, token: str, proxy: str | None) -> Answer:
         limits = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=ask.read_timeout)
         try:
-            async with self._session.request(
-                ask.method, ask.url, params=ask.params, headers=headers(token), timeout=limits, proxy=proxy
-            ) as response:
+            async with (
+                _Opening(self._opening) as opening,
+                self._session.request(
+                    ask.method,
+                    ask.url,
+                    params=ask.params,
+                    headers=headers(token),
+                    timeout=limits,
+                    proxy=proxy,
+                    trace_request_ctx=opening,
+                ) as response,
+            ):
                 body = await response.read()
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise NoAnswer(_reason(exc)) from exc
