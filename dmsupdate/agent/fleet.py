@@ -77,8 +77,9 @@ class _Opening:
         self.held = False
 
     async def __aenter__(self) -> _Opening:
-        await self.slots.acquire()
-        self.held = True
+        if not self.held:
+            await self.slots.acquire()
+            self.held = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -176,17 +177,18 @@ class Fleet:
         answer: Callable[[Reply], T],
         watch: StatusWatcher | None,
     ) -> T:
-        async with self._slots:
+        async with self._slots, _Opening(self._opening) as turn:
+            # The call's clock and deadline start when its first request may be opened.
             clock = time.monotonic()
             deadline = Deadline(timeout)
             status, failure = None, None
             try:
-                status = await self._speak(Talk(base_url).run_to_end(kind, deadline, watch), token)
+                status = await self._speak(Talk(base_url).run_to_end(kind, deadline, watch), token, turn)
             except CallFailed as exc:
                 failure = exc
             return answer(Reply(status, failure, datetime.now(UTC), time.monotonic() - clock))
 
-    async def _speak(self, steps: Steps[T], token: str) -> T:
+    async def _speak(self, steps: Steps[T], token: str, turn: _Opening | None) -> T:
         proxy: str | None = None
         step = next(steps)
         if self._proxied and isinstance(step, Ask):
@@ -195,7 +197,8 @@ class Fleet:
             try:
                 if isinstance(step, Ask):
                     try:
-                        replied = await self._send(step, token, proxy)
+                        replied = await self._send(step, token, proxy, turn)
+                        turn = None
                     except NoAnswer as exc:
                         step = steps.throw(exc)
                         continue
@@ -206,11 +209,11 @@ class Fleet:
             except StopIteration as end:
                 return end.value
 
-    async def _send(self, ask: Ask, token: str, proxy: str | None) -> Answer:
+    async def _send(self, ask: Ask, token: str, proxy: str | None, turn: _Opening | None) -> Answer:
         limits = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=ask.read_timeout)
         try:
             async with (
-                _Opening(self._opening) as opening,
+                turn or _Opening(self._opening) as opening,
                 self._session.request(
                     ask.method,
                     ask.url,
