@@ -14,6 +14,7 @@ imports this module (aiohttp is in its extras, not the agent's).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import threading
@@ -97,9 +98,14 @@ async def _sent(session: object, context: Any, params: object) -> None:
 
 def _certificates() -> ssl.SSLContext:
     """Agents' certificates checked against what requests would use (its bundle, or the environment's)."""
-    bundle = (
+    return _context(
         os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
     )
+
+
+@functools.cache
+def _context(bundle: str) -> ssl.SSLContext:
+    """One context per bundle and process: loading a bundle takes tens of milliseconds, before the first call."""
     if os.path.isdir(bundle):
         return ssl.create_default_context(capath=bundle)
     return ssl.create_default_context(cafile=bundle)
