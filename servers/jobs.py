@@ -177,6 +177,9 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
             done, _ = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
             if done and len(done) < len(pending):
                 done, _ = wait(pending, timeout=BATCH_SECONDS, return_when=ALL_COMPLETED)
+                # Recording holds the interpreter the fleet's loop needs to send the first requests.
+                while fleet is not None and fleet.sending() and len(done) < len(pending):
+                    done, _ = wait(pending, timeout=BATCH_SECONDS, return_when=ALL_COMPLETED)
             batch = []
             for future in done:
                 server = pending.pop(future)

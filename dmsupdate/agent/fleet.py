@@ -73,9 +73,10 @@ def _reason(exc: BaseException) -> str:
 class _Opening:
     """A request's slot among those being opened, given back once its headers are sent (or it failed)."""
 
-    def __init__(self, slots: asyncio.Semaphore) -> None:
+    def __init__(self, slots: asyncio.Semaphore, then: Callable[[], None] | None = None) -> None:
         self.slots = slots
         self.held = False
+        self.then = then  # called once, the first time the slot is given back
 
     async def __aenter__(self) -> _Opening:
         if not self.held:
@@ -90,6 +91,9 @@ class _Opening:
         if self.held:
             self.held = False
             self.slots.release()
+            then, self.then = self.then, None
+            if then is not None:
+                then()
 
 
 async def _sent(session: object, context: Any, params: object) -> None:
@@ -130,6 +134,7 @@ class Fleet:
         ).result()
         # Read once: looking them up per agent costs as much as the call itself.
         self._proxied = bool(getproxies())
+        self._unsent = 0  # calls that have their turn but not yet sent their first request (loop thread)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -157,6 +162,17 @@ class Fleet:
         await asyncio.gather(*calls, return_exceptions=True)
         await self._session.close()
 
+    def sending(self) -> bool:
+        """Whether a call that has its turn is still to send its first request.
+
+        Meanwhile the caller had better leave the interpreter to the loop (a fleet
+        job records no answers then): the first requests are what the job waits on.
+        """
+        return self._unsent > 0
+
+    def _first_sent(self) -> None:
+        self._unsent -= 1
+
     def run_to_end(
         self,
         base_url: str,
@@ -183,16 +199,19 @@ class Fleet:
         answer: Callable[[Reply], T],
         watch: StatusWatcher | None,
     ) -> T:
-        async with self._slots, _Opening(self._opening) as turn:
-            # The call's clock and deadline start when its first request may be opened.
-            clock = time.monotonic()
-            deadline = Deadline(timeout)
-            status, failure = None, None
-            try:
-                status = await self._speak(Talk(base_url).run_to_end(kind, deadline, watch), token, turn)
-            except CallFailed as exc:
-                failure = exc
-            return answer(Reply(status, failure, datetime.now(UTC), time.monotonic() - clock))
+        async with self._slots:
+            self._unsent += 1
+            async with _Opening(self._opening, then=self._first_sent) as turn:
+                # The call's clock and deadline start when its first request may be opened.
+                clock = time.monotonic()
+                deadline = Deadline(timeout)
+                status, failure = None, None
+                try:
+                    talk = Talk(base_url).run_to_end(kind, deadline, watch)
+                    status = await self._speak(talk, token, turn)
+                except CallFailed as exc:
+                    failure = exc
+                return answer(Reply(status, failure, datetime.now(UTC), time.monotonic() - clock))
 
     async def _speak(self, steps: Steps[T], token: str, turn: _Opening | None) -> T:
         proxy: str | None = None
