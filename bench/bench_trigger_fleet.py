@@ -12,9 +12,11 @@ first, then 3 timed jobs; the goal holds only if every run is within 1.5x.
 bench_trigger measures the same with 50 real agents.
 
 Where the time goes is in the table: before the first call (the job opening its
-runs), the spread of the calls (starting the threads), and after the last answer
+runs), the spread of the calls (the fleet's event loop opening them, 32 requests at
+a time, the servers whose last run took longest first), and after the last answer
 (recording the answers still queued: the answers that arrived since the job's last
-wake-up are recorded together, a fixed number of statements per batch).
+wake-up, gathered for 0.1 s, are recorded together, a fixed number of statements
+per batch).
 
     python -m bench.bench_trigger_fleet [--agents 200,1000] [--rounds 3]
 """

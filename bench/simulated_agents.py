@@ -8,18 +8,19 @@ slowest agent's own time is known exactly. Started by bench_trigger_fleet:
 
     python -m bench.simulated_agents COUNT FASTEST SLOWEST TOKEN PORTS_FILE
 
-The ports are written to PORTS_FILE as a JSON list once every agent listens;
-the process serves until it is terminated.
+All agents share one event loop: a thread per agent (and per request) would make
+the simulation itself slow when 1,000 calls arrive at once (each woken thread
+waiting its turn for the interpreter), and that time would be counted against
+the control plane. The ports are written to PORTS_FILE as a JSON list once every
+agent listens; the process serves until it is terminated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-import threading
-import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -29,13 +30,13 @@ class Agent:
     def __init__(self, seconds: float, token: str) -> None:
         self.seconds = seconds
         self.token = token
-        self.lock = threading.Lock()
+        self.lock = asyncio.Lock()
         self.applied = 0
         self.status = {"effectiveDate": None, "lastSucceeded": None, "lastUpdate": None, "applied": []}
 
-    def run(self) -> dict:
-        with self.lock:
-            time.sleep(self.seconds)
+    async def run(self) -> dict:
+        async with self.lock:
+            await asyncio.sleep(self.seconds)
             self.applied += 1
             now = datetime.now(UTC)
             self.status = {
@@ -47,40 +48,42 @@ class Agent:
             }
             return dict(self.status, running=False)
 
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """HTTP/1.1 requests on one connection, answered in turn, until the client closes it."""
+        try:
+            while line := await reader.readline():
+                method = line.split(b" ", 1)[0]
+                headers = {}
+                while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = header.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if length := int(headers.get("content-length") or 0):
+                    await reader.readexactly(length)
+                if headers.get("authorization") != f"Bearer {self.token}":
+                    code, body = "401 Unauthorized", {"error": "unauthorized"}
+                elif method == b"POST":
+                    code, body = "200 OK", await self.run()
+                else:
+                    code, body = "200 OK", dict(self.status, running=self.lock.locked())
+                data = json.dumps(body).encode()
+                head = f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                writer.write(head.encode() + data)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing to answer
+        finally:
+            writer.close()
 
-def handler_for(agent: Agent) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
 
-        def log_message(self, *args) -> None:  # quiet: 200 agents
-            pass
-
-        def _answer(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _authorised(self) -> bool:
-            if self.headers.get("Authorization") == f"Bearer {agent.token}":
-                return True
-            self._answer(401, {"error": "unauthorized"})
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self._authorised():
-                self._answer(200, dict(agent.status, running=agent.lock.locked()))
-
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            if self._authorised():
-                self._answer(200, agent.run())
-
-    return Handler
+async def serve(count: int, fastest: float, slowest: float, token: str, ports_file: str) -> None:
+    servers = []
+    for i in range(count):
+        agent = Agent(fastest + (slowest - fastest) * i / max(1, count - 1), token)
+        servers.append(await asyncio.start_server(agent.serve, "127.0.0.1", 0))
+    Path(ports_file).write_text(json.dumps([s.sockets[0].getsockname()[1] for s in servers]))
+    await asyncio.Event().wait()
 
 
 def main(argv: list[str]) -> int:
@@ -91,15 +94,7 @@ def main(argv: list[str]) -> int:
         argv[3],
         argv[4],
     )
-    servers = []
-    for i in range(count):
-        seconds = fastest + (slowest - fastest) * i / max(1, count - 1)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(Agent(seconds, token)))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 1.0}, daemon=True).start()
-        servers.append(server)
-    Path(ports_file).write_text(json.dumps([s.server_address[1] for s in servers]))
-    threading.Event().wait()
+    asyncio.run(serve(count, fastest, slowest, token, ports_file))
     return 0
 
 

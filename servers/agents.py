@@ -1,13 +1,15 @@
 """Calling a server's agent and waiting for its run: pushed through `serve`, or awaited from a pull agent's report.
 
 Push agents are called with dmsupdate.agent.client (no database needed, so a
-pool of these calls costs no connections); a pull-only agent is waited for
+pool of these calls costs no connections), or many at once from one event loop
+(dmsupdate.agent.fleet, `call_in_fleet`); a pull-only agent is waited for
 until its next status report arrives.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,12 +20,13 @@ from dmsupdate.agent.client import (
     POLL_MIN_SECONDS,
     AgentBusy,
     AgentClient,
-    AgentRefused,
     AgentTimeout,
     AgentUnreachable,
+    CallFailed,
     Deadline,
     StatusWatcher,
 )
+from dmsupdate.agent.fleet import Fleet, Reply
 from servers.models import RunKind, RunResult, Server, StatusReport
 
 
@@ -53,14 +56,30 @@ def wait_for_push_agent(
     client = AgentClient(server.agent_url, server.agent_token)
     try:
         return Outcome(RunResult.OK, client.run_to_end(kind, deadline, watch))
-    except AgentUnreachable as exc:
+    except CallFailed as exc:
+        return _failed(exc)
+
+
+def _failed(exc: CallFailed) -> Outcome:
+    if isinstance(exc, AgentUnreachable):
         return Outcome(RunResult.UNREACHABLE, error=str(exc))
-    except AgentBusy as exc:
+    if isinstance(exc, AgentBusy):
         return Outcome(RunResult.BUSY, exc.status, str(exc))
-    except AgentTimeout as exc:
+    if isinstance(exc, AgentTimeout):
         return Outcome(RunResult.TIMEOUT, exc.status, str(exc))
-    except AgentRefused as exc:
-        return Outcome(RunResult.FAILED, error=str(exc))
+    return Outcome(RunResult.FAILED, error=str(exc))  # AgentRefused
+
+
+def _answer(reply: Reply) -> AgentAnswer:
+    outcome = _failed(reply.failure) if reply.failure else Outcome(RunResult.OK, reply.status)
+    return AgentAnswer(outcome, reply.finished, reply.duration)
+
+
+def call_in_fleet(
+    fleet: Fleet, server: Server, kind: str, timeout: float, watch: StatusWatcher | None = None
+) -> Future[AgentAnswer]:
+    """Trigger a push agent from the fleet's event loop; the future holds what `call_agent` would return."""
+    return fleet.run_to_end(server.agent_url, server.agent_token, kind, timeout, _answer, watch)
 
 
 def wait_for_pull_agent(server: Server, since: datetime, deadline: Deadline, kind: str) -> Outcome:

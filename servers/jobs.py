@@ -1,9 +1,12 @@
 """Job runners of the servers app: update, update-all and rebuild (trigger and wait).
 
 A job covers one server, a chosen few, or every enabled server of a dataset.
-Agents are called in a thread pool that never writes to the database; the job's
-own thread is the one writer of its results: it records the answers as they come
-(servers.runs), a batch per wake-up, each write retried while the database is
+The push agents of a job of several servers are called from one event loop
+(dmsupdate.agent.fleet: a thread each would cost seconds to start in a fleet of
+1,000); pull agents, and the one agent of a one-server job, are waited for in a
+thread pool. Neither writes to the database; the job's own thread is the one
+writer of its results: it records the answers as they come
+(servers.runs), a batch per wake-up (with what came within BATCH_SECONDS), each write retried while the database is
 busy (jobs.services.bookkeeping), so a fleet job never fails for its bookkeeping,
 on SQLite as on PostgreSQL. While agents run, their reported `progress` is shown
 in the job's partial result.
@@ -14,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -22,17 +26,21 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
+from dmsupdate.agent.fleet import Fleet
 from jobs.models import Job, JobKind
 from jobs.registry import runs
 from jobs.services import JobFailed, bookkeeping, progress
-from servers.agents import AgentAnswer, Outcome, call_agent
+from servers.agents import AgentAnswer, Outcome, call_agent, call_in_fleet
 from servers.models import RunKind, RunResult, RunTrigger, Server, UpdateRun
-from servers.runs import begin_runs, finish_runs, summarize
+from servers.runs import begin_runs, finish_runs, longest_first, summarize
 
 log = logging.getLogger(__name__)
 
 # How often a trigger job writes its progress (and heartbeat) while answers come in.
 PROGRESS_SECONDS = 1.0
+# After an answer, how long a trigger job gathers more before recording them as one batch: a
+# fleet's answers come as a stream, and each batch costs a fixed number of statements.
+BATCH_SECONDS = 0.1
 
 
 def servers_for(job: Job) -> list[Server]:
@@ -69,12 +77,9 @@ class Watched:
 
 
 def _call_in_thread(
-    server: Server, kind: str, run: UpdateRun, timeout: float, go: threading.Event, watched: Watched
+    server: Server, kind: str, run: UpdateRun, timeout: float, watched: Watched
 ) -> AgentAnswer:
     """Pool worker: wait on the agent; nothing written here (the job's thread records the answer)."""
-    # Start together: threads that already talk to agents would slow down (through the GIL)
-    # the job's thread still starting the others, and the last agent would be called seconds late.
-    go.wait()
     try:
         return call_agent(server, kind, timeout, run.started_at, watched.watcher(server.name))
     finally:
@@ -154,16 +159,27 @@ def run_trigger_job(job: Job) -> dict[str, Any]:
     # All runs are opened first in one insert, so no agent's trigger waits on the database.
     opened = bookkeeping(lambda: begin_runs(servers, kind, job, trigger))
     progress(job, 0, f"0 of {total} servers done", _live(servers, results, watched))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
-        go = threading.Event()
-        pending: dict[Future, Server] = {
-            pool.submit(_call_in_thread, s, kind, opened[s.pk], timeout, go, watched): s for s in servers
-        }
-        go.set()
+    fleet = Fleet(workers) if job.server_id is None and any(s.agent_url for s in servers) else None
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool,
+        fleet or nullcontext(),
+    ):
+        pending: dict[Future, Server] = {}
+        for s in longest_first(servers):
+            if fleet is not None and s.agent_url:
+                future = call_in_fleet(fleet, s, kind, timeout, watched.watcher(s.name))
+            else:
+                future = pool.submit(_call_in_thread, s, kind, opened[s.pk], timeout, watched)
+            pending[future] = s
         shown = time.monotonic()
         while pending:
             # Wake up now and then even when no server finished: progress and the heartbeat stay fresh.
             done, _ = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+            if done and len(done) < len(pending):
+                done, _ = wait(pending, timeout=BATCH_SECONDS, return_when=ALL_COMPLETED)
+                # Recording holds the interpreter the fleet's loop needs to send the first requests.
+                while fleet is not None and fleet.sending() and len(done) < len(pending):
+                    done, _ = wait(pending, timeout=BATCH_SECONDS, return_when=ALL_COMPLETED)
             batch = []
             for future in done:
                 server = pending.pop(future)

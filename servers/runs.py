@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from audit.services import record
@@ -52,6 +53,30 @@ def begin_runs(servers: list[Server], kind: str, job: Job | None, trigger: str) 
     if kind == RunKind.REBUILD:
         Server.request_rebuild([s.pk for s in servers], now)
     return {run.server_id: run for run in runs}
+
+
+def longest_first(servers: list[Server]) -> list[Server]:
+    """The order to call the servers in: the one whose last run took longest first (never run: first of all).
+
+    Calls start one after the other (for a fleet of 1,000 that takes a fraction of a
+    second, and TRIGGER_CONCURRENCY may hold some back): the longest runs started first
+    do not end the job late. One query; servers that took as long keep their order.
+    """
+    if len(servers) < 2:
+        return servers
+    last = (
+        UpdateRun.objects.filter(server=OuterRef("pk"), finished_at__isnull=False)
+        .order_by("-started_at")
+        .annotate(took=F("finished_at") - F("started_at"))
+        .values("took")[:1]
+    )
+    took = dict(
+        Server.objects.filter(pk__in=[s.pk for s in servers])
+        .annotate(took=Subquery(last))
+        .values_list("pk", "took")
+    )
+    unknown = float("-inf")
+    return sorted(servers, key=lambda s: unknown if took.get(s.pk) is None else -took[s.pk].total_seconds())
 
 
 def _path(ns: int | None) -> str | None:

@@ -1,16 +1,21 @@
 """The client of an agent's `serve` endpoint (GET /status, POST /update, POST /rebuild).
 
 Used by the control plane's trigger-and-wait jobs; framework-free, like the
-agent itself. `AgentClient.run_to_end` triggers a run and follows it to its end
-or the deadline, raising one of the exceptions below for every other outcome.
+agent itself. What is said to an agent (retries, Retry-After, following a run,
+the exceptions below for every outcome but a finished run) is written once, as
+`Talk`: generators that yield an `Ask` (a request to send) or seconds to wait,
+and are sent back the agent's `Answer`. `AgentClient` speaks it over requests,
+one call per thread; dmsupdate.agent.fleet speaks it to many agents at once
+from one event loop.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -30,17 +35,22 @@ WATCH_HOLD_SECONDS = 5.0
 WATCH_POLL_SECONDS = 1.0
 
 StatusWatcher = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 
 
-class AgentUnreachable(Exception):
+class CallFailed(Exception):
+    """A call to an agent ended without a finished run (one of the four below)."""
+
+
+class AgentUnreachable(CallFailed):
     """The agent could not be reached (connection refused, DNS, timeouts) after retries."""
 
 
-class AgentRefused(Exception):
+class AgentRefused(CallFailed):
     """The agent answered, but not with a run (wrong token, unexpected status)."""
 
 
-class AgentBusy(Exception):
+class AgentBusy(CallFailed):
     """The agent stayed busy with another run until the deadline; `status` is the last it showed."""
 
     def __init__(self, message: str, status: dict[str, Any] | None = None) -> None:
@@ -48,12 +58,16 @@ class AgentBusy(Exception):
         self.status = status
 
 
-class AgentTimeout(Exception):
+class AgentTimeout(CallFailed):
     """The run was still going at the deadline; `status` is the last the agent showed."""
 
     def __init__(self, message: str, status: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NoAnswer(Exception):
+    """A request got no HTTP answer (refused, reset, timed out); the message is the short reason."""
 
 
 class Deadline:
@@ -70,8 +84,36 @@ class Deadline:
     def passed(self) -> bool:
         return self.remaining() <= 0
 
+    def clip(self, seconds: float) -> float:
+        """A pause of `seconds`, cut short at the deadline."""
+        return max(0.0, min(seconds, self.remaining()))
+
     def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, min(seconds, self.remaining())))
+        time.sleep(self.clip(seconds))
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One HTTP request to an agent, sent with its token by whichever driver speaks the `Talk`."""
+
+    method: str
+    url: str
+    read_timeout: float
+    params: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an agent answered to an `Ask`, whatever the HTTP library."""
+
+    status_code: int
+    retry_after: str | None
+    body: bytes
+    text: str
+
+
+# A conversation: yields an Ask (answered with an Answer, or NoAnswer thrown in) or seconds to wait.
+Steps = Generator[Ask | float, Answer | None, T]
 
 
 def _reason(exc: Exception) -> str:
@@ -86,86 +128,76 @@ def _reason(exc: Exception) -> str:
     return text[:300]
 
 
-def _json_or_refuse(response: requests.Response, what: str) -> dict[str, Any]:
+def _json_or_refuse(answer: Answer, what: str) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError as exc:
-        raise AgentRefused(f"{what} answered {response.status_code} with a body that is not JSON") from exc
+        raise AgentRefused(f"{what} answered {answer.status_code} with a body that is not JSON") from exc
     if not isinstance(body, dict):
-        raise AgentRefused(f"{what} answered {response.status_code} with JSON that is not an object")
+        raise AgentRefused(f"{what} answered {answer.status_code} with JSON that is not an object")
     return body
 
 
-@dataclass
-class AgentClient:
-    """Talks to one agent's `serve` endpoint with its token, timeouts and retries."""
+@dataclass(frozen=True)
+class Talk:
+    """What is said to one agent's `serve` endpoint, without the HTTP (see the module's docstring)."""
 
     base_url: str
-    token: str
-    session: requests.Session = field(default_factory=requests.Session)
 
     def _url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
-    def _request(
-        self, method: str, path: str, deadline: Deadline, read_timeout: float, **kw: Any
-    ) -> requests.Response:
+    def request(self, ask: Ask, deadline: Deadline) -> Steps[Answer]:
         """One request, retried on connection errors (with backoff) and on 429/503 (after Retry-After)."""
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         failures = 0
         delay = BACKOFF_SECONDS
         while True:
             try:
-                response = self.session.request(
-                    method,
-                    self._url(path),
-                    headers=headers,
-                    timeout=(CONNECT_TIMEOUT, read_timeout),
-                    **kw,
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                answer = yield ask
+            except NoAnswer as exc:
                 failures += 1
                 if failures >= CONNECT_ATTEMPTS or deadline.remaining() <= delay:
-                    raise AgentUnreachable(f"{method} {self._url(path)}: {_reason(exc)}") from exc
-                deadline.sleep(delay)
+                    raise AgentUnreachable(f"{ask.method} {ask.url}: {exc}") from exc
+                yield deadline.clip(delay)
                 delay *= 2
                 continue
-            if response.status_code in (429, 503):
-                wait_for = parse_retry_after(response.headers.get("Retry-After"))
+            assert answer is not None
+            if answer.status_code in (429, 503):
+                wait_for = parse_retry_after(answer.retry_after)
                 wait_for = delay if wait_for is None else wait_for
                 if wait_for >= deadline.remaining():
-                    return response
-                deadline.sleep(wait_for)
+                    return answer
+                yield deadline.clip(wait_for)
                 delay = min(delay * 2, POLL_MAX_SECONDS)
                 continue
-            return response
+            return answer
 
-    def status(self, deadline: Deadline) -> dict[str, Any]:
+    def status(self, deadline: Deadline) -> Steps[dict[str, Any]]:
         """GET /status: the agent's status.json plus `running`."""
-        response = self._request("GET", "/status", deadline, read_timeout=CONNECT_TIMEOUT * 2)
-        return _json_or_refuse(response, "GET /status")
+        ask = Ask("GET", self._url("/status"), read_timeout=CONNECT_TIMEOUT * 2)
+        answer = yield from self.request(ask, deadline)
+        return _json_or_refuse(answer, "GET /status")
 
-    def run(self, kind: str, deadline: Deadline, longest: float | None = None) -> tuple[int, dict[str, Any]]:
+    def run(
+        self, kind: str, deadline: Deadline, longest: float | None = None
+    ) -> Steps[tuple[int, dict[str, Any]]]:
         """POST /update or /rebuild asking the agent to hold the answer until done (within limits)."""
         hold = max(1.0, min(longest or LONG_POLL_SECONDS, LONG_POLL_SECONDS, deadline.remaining()))
-        response = self._request(
-            "POST",
-            f"/{kind}",
-            deadline,
-            read_timeout=hold + CONNECT_TIMEOUT * 2,
-            params={"wait": f"{hold:g}"},
-        )
-        if response.status_code in (200, 202, 409):
-            return response.status_code, _json_or_refuse(response, f"POST /{kind}")
-        if response.status_code == 401:
+        ask = Ask("POST", self._url(f"/{kind}"), hold + CONNECT_TIMEOUT * 2, {"wait": f"{hold:g}"})
+        answer = yield from self.request(ask, deadline)
+        if answer.status_code in (200, 202, 409):
+            return answer.status_code, _json_or_refuse(answer, f"POST /{kind}")
+        if answer.status_code == 401:
             raise AgentRefused(
                 f"the agent refused the token (401) for POST /{kind}: check the server's agent token"
             )
-        if response.status_code in (429, 503):
-            raise AgentBusy(f"the agent asked to retry later ({response.status_code}) until the deadline")
-        raise AgentRefused(f"POST /{kind} answered {response.status_code}: {response.text[:300]}")
+        if answer.status_code in (429, 503):
+            raise AgentBusy(f"the agent asked to retry later ({answer.status_code}) until the deadline")
+        raise AgentRefused(f"POST /{kind} answered {answer.status_code}: {answer.text[:300]}")
 
-    def run_to_end(self, kind: str, deadline: Deadline, watch: StatusWatcher | None = None) -> dict[str, Any]:
+    def run_to_end(
+        self, kind: str, deadline: Deadline, watch: StatusWatcher | None = None
+    ) -> Steps[dict[str, Any]]:
         """Trigger a run and follow it to its end; return the agent's final status.
 
         When another run (a pull, another trigger) is going, wait for it to end and
@@ -174,26 +206,26 @@ class AgentClient:
         Raises AgentUnreachable, AgentRefused, AgentBusy or AgentTimeout.
         """
         while True:
-            code, body = self.run(kind, deadline, WATCH_HOLD_SECONDS if watch else None)
+            code, body = yield from self.run(kind, deadline, WATCH_HOLD_SECONDS if watch else None)
             if code == 200:
                 return body
             if code == 202:
-                return self._follow(deadline, started=True, watch=watch)
+                return (yield from self.follow(deadline, started=True, watch=watch))
             try:
-                self._follow(deadline, started=False)
+                yield from self.follow(deadline, started=False)
             except AgentTimeout as exc:
                 raise AgentBusy(
                     f"the agent was busy with another run for the whole {deadline.seconds:g} s", exc.status
                 ) from exc
 
-    def _follow(
+    def follow(
         self, deadline: Deadline, started: bool, watch: StatusWatcher | None = None
-    ) -> dict[str, Any]:
+    ) -> Steps[dict[str, Any]]:
         """Poll GET /status until `running` is false; AgentTimeout if the deadline comes first."""
         pause = POLL_MIN_SECONDS
         longest = WATCH_POLL_SECONDS if watch else POLL_MAX_SECONDS
         while True:
-            last = self.status(deadline)
+            last = yield from self.status(deadline)
             if not last.get("running"):
                 return last
             if watch is not None:
@@ -204,5 +236,63 @@ class AgentClient:
                     + ("" if started else " (busy)"),
                     last,
                 )
-            deadline.sleep(pause)
+            yield deadline.clip(pause)
             pause = min(pause * 1.5, longest)
+
+
+def headers(token: str) -> dict[str, str]:
+    """The headers of every request to an agent."""
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+
+@dataclass
+class AgentClient:
+    """Talks to one agent's `serve` endpoint with its token, timeouts and retries, over requests."""
+
+    base_url: str
+    token: str
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def status(self, deadline: Deadline) -> dict[str, Any]:
+        """GET /status: the agent's status.json plus `running`."""
+        return self._speak(Talk(self.base_url).status(deadline))
+
+    def run(self, kind: str, deadline: Deadline, longest: float | None = None) -> tuple[int, dict[str, Any]]:
+        """POST /update or /rebuild asking the agent to hold the answer until done (within limits)."""
+        return self._speak(Talk(self.base_url).run(kind, deadline, longest))
+
+    def run_to_end(self, kind: str, deadline: Deadline, watch: StatusWatcher | None = None) -> dict[str, Any]:
+        """Trigger a run and follow it to its end (Talk.run_to_end); return the agent's final status."""
+        return self._speak(Talk(self.base_url).run_to_end(kind, deadline, watch))
+
+    def _speak(self, steps: Steps[T]) -> T:
+        step = next(steps)
+        while True:
+            try:
+                if isinstance(step, Ask):
+                    try:
+                        answer = self._send(step)
+                    except NoAnswer as exc:
+                        step = steps.throw(exc)
+                        continue
+                    step = steps.send(answer)
+                else:
+                    time.sleep(step)
+                    step = steps.send(None)
+            except StopIteration as end:
+                return end.value
+
+    def _send(self, ask: Ask) -> Answer:
+        try:
+            response = self.session.request(
+                ask.method,
+                ask.url,
+                headers=headers(self.token),
+                timeout=(CONNECT_TIMEOUT, ask.read_timeout),
+                params=ask.params,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise NoAnswer(_reason(exc)) from exc
+        return Answer(
+            response.status_code, response.headers.get("Retry-After"), response.content, response.text
+        )
