@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, models
 
 from dmsupdate.choices import ColouredChoices
@@ -24,13 +26,24 @@ class ServerState(ColouredChoices):
     DIVERGED = "diverged", "bad", "diverged"
 
 
+def no_credentials_in_url(value: str) -> None:
+    """Refuse `user:password@` in an agent URL: it would be shown on every page that shows the URL."""
+    if "@" in urlsplit(value).netloc:
+        raise ValidationError(
+            "the agent URL may not carry credentials (user:password@); give the agent's token instead",
+            code="credentials_in_url",
+        )
+
+
 class Server(models.Model):
     """A data server kept up to date by a `dms-update` agent."""
 
     name = models.CharField(max_length=128, unique=True)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="servers")
     agent_url = models.URLField(
-        blank=True, help_text="the agent's `serve` address; empty for pull-only agents"
+        blank=True,
+        help_text="the agent's `serve` address; empty for pull-only agents",
+        validators=[no_credentials_in_url],
     )
     agent_token = models.CharField(
         max_length=128, blank=True, help_text="bearer token the agent's serve requires"

@@ -75,6 +75,18 @@ def test_register_refuses_unknown_dataset_and_duplicate_names(operator, two_serv
 
 
 @pytest.mark.django_db
+def test_register_refuses_an_agent_url_with_credentials(operator, dataset):
+    answer = operator.client.post(
+        "/api/v1/servers/",
+        {"name": "web7", "dataset": "flood", "agent_url": "http://admin:s3cret@10.0.0.7:8089/"},
+        format="json",
+    )
+    assert answer.status_code == 400, answer.content
+    assert "agent_url" in answer.json()["fields"] and "s3cret" not in answer.content.decode()
+    assert not Server.objects.filter(name="web7").exists()
+
+
+@pytest.mark.django_db
 def test_server_shows_pending_updates_lag_and_state(viewer, dataset, two_servers):
     publish_rows(dataset, 0, 10, 25)
     Server.objects.filter(name="web1").update(
