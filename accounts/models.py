@@ -39,6 +39,7 @@ class ApiToken(models.Model):
         "servers.Server", on_delete=models.CASCADE, null=True, blank=True, related_name="tokens"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Noted at most every five minutes (accounts.authentication.LAST_USED_EVERY).
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

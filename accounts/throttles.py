@@ -47,20 +47,38 @@ class TokenRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view) -> bool:
-        if self.rate is None:
+        spending = self.spending(request, view)
+        if spending is None:
             return True
-        ident = self.get_cache_key(request, view)
-        if ident is None:
-            return True
-        now = time.time()
-        step = self.duration / self.num_requests
         with connection.cursor() as cur:
-            cur.execute(_spend_sql(), [ident, now + step, now, step, now, step, now + self.duration])
+            cur.execute(*spending)
             if cur.fetchone() is not None:
                 return True
+        return self.refused(request, view)
+
+    def spending(self, request, view) -> tuple[str, list] | None:
+        """The statement taking this request's share, which returns a row only when it did; None: no limit.
+
+        Run by `allow_request`, or by a view that runs it with its own read in
+        one statement (head/: the 304 path's only statement after the token's).
+        """
+        if self.rate is None:
+            return None
+        ident = self.get_cache_key(request, view)
+        if ident is None:
+            return None
+        now = self.now = time.time()
+        step = self.duration / self.num_requests
+        return _spend_sql(), [ident, now + step, now, step, now, step, now + self.duration]
+
+    def refused(self, request, view) -> bool:
+        """After `spending` took no share: note how long until the next one (Retry-After); False."""
+        ident, now = self.get_cache_key(request, view), self.now
+        with connection.cursor() as cur:
             cur.execute(f"SELECT spent_until FROM {_TABLE} WHERE ident = %s", [ident])
             row = cur.fetchone()
         spent_until = row[0] if row else now
+        step = self.duration / self.num_requests
         self._wait = max(0.0, spent_until + step - self.duration - now)
         return False
 

@@ -80,32 +80,45 @@ def head_of(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def find_dataset(name: str, dataset_ids: set[int] | None, server_id: int | None) -> tuple[int, int] | None:
-    """(id, head_changed_ns) of the named dataset the caller may read (an agent: its server's), or None.
+def find_dataset(
+    name: str, dataset_ids: set[int] | None, server_id: int | None, spending: tuple[str, list] | None = None
+) -> tuple[bool, tuple[int, int] | None]:
+    """Whether the caller's throttle share was taken, and (id, head_changed_ns) of the named dataset it may read.
 
-    One statement written out: this is the whole of the 304 path's own work, and
-    building it through the ORM cost more CPU than running it.
+    The dataset is None when there is none by that name the caller may read (an
+    agent: its server's). `spending` is the throttle's statement
+    (`TokenRateThrottle.spending`; None: no limit, always taken). On PostgreSQL
+    both are one statement written out: this is the whole of the 304 path's own
+    work, and building it through the ORM cost more CPU than running it.
     """
-    if dataset_ids is not None and not dataset_ids:
-        return None
+    postgresql = connection.vendor == "postgresql"
     sql = f"SELECT d.id, d.head_changed_ns FROM {_TABLE} d WHERE d.name = %s"
     params: list = [name]
     if dataset_ids is not None:
-        sql += (
-            " AND d.id = ANY(%s)"
-            if connection.vendor == "postgresql"
-            else " AND d.id IN (SELECT value FROM json_each(%s))"
-        )
-        params.append(
-            sorted(dataset_ids) if connection.vendor == "postgresql" else json.dumps(sorted(dataset_ids))
-        )
+        sql += " AND d.id = ANY(%s)" if postgresql else " AND d.id IN (SELECT value FROM json_each(%s))"
+        params.append(sorted(dataset_ids) if postgresql else json.dumps(sorted(dataset_ids)))
     if server_id is not None:
         sql += f" AND EXISTS (SELECT 1 FROM {_SERVERS} s WHERE s.id = %s AND s.dataset_id = d.id)"
         params.append(server_id)
+    taken = True
     with connection.cursor() as cur:
+        if spending is not None and postgresql:
+            # A data-modifying CTE: the share is taken (or not) whatever the rest finds.
+            spend_sql, spend_params = spending
+            cur.execute(
+                f"WITH spent AS ({spend_sql}), found AS ({sql})"
+                " SELECT EXISTS (SELECT 1 FROM spent), (SELECT id FROM found),"
+                " (SELECT head_changed_ns FROM found)",
+                [*spend_params, *params],
+            )
+            taken, dataset_id, changed_ns = cur.fetchone()
+            return taken, (dataset_id, changed_ns) if dataset_id is not None else None
+        if spending is not None:
+            cur.execute(*spending)
+            taken = cur.fetchone() is not None
         cur.execute(sql, params)
         row = cur.fetchone()
-    return (row[0], row[1]) if row else None
+    return taken, (row[0], row[1]) if row else None
 
 
 @dataclass

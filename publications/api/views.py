@@ -298,6 +298,11 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         )
         return Response({"job": JobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
 
+    def check_throttles(self, request: Request) -> None:
+        # head/ takes the caller's share in the statement that finds the dataset (see head_of_dataset).
+        if self.action != "head_of_dataset":
+            super().check_throttles(request)
+
     @extend_schema(
         responses={
             200: OpenApiResponse(description="{dataset, update: {key, time, effective_ns}|null, image: ...}"),
@@ -317,7 +322,13 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         try:
             token = token_of(request)
             server_id = token.server_id if token is not None and token.role == Role.AGENT else None
-            found = head.find_dataset(str(name), readable_dataset_ids(request), server_id)
+            (throttle,) = self.get_throttles()
+            taken, found = head.find_dataset(
+                str(name), readable_dataset_ids(request), server_id, throttle.spending(request, self)
+            )
+            if not taken:
+                throttle.refused(request, self)
+                self.throttled(request, throttle.wait())
             if found is None:
                 raise ApiError("not_found", f"no dataset named {name!r} that this token may read", 404)
             etag = head.etag_of(*found)

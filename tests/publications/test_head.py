@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
-from accounts.models import Role
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import ApiToken, Role, ThrottleBucket
+from accounts.throttles import TokenRateThrottle
 from dmsupdate.state.keys import EffectiveTime, format_key
 from publications import head
 from publications.models import Dataset
@@ -82,3 +88,35 @@ def test_a_loaded_control_plane_answers_429_with_retry_after(agent, dataset, set
     assert agent.client.get("/api/v1/datasets/flood/head/").status_code == 200
     assert head.GATE.in_flight == 0
     assert Dataset.objects.get(name="flood").head_changed_ns == 0
+
+
+def test_a_304_poll_is_two_statements_even_when_it_notes_the_token_use(agent, dataset):
+    """The token with its use noted, then the throttle share with the dataset's row."""
+    etag = agent.client.get("/api/v1/datasets/flood/head/")["ETag"]
+    long_ago = timezone.now() - timedelta(minutes=6)
+    for noted in (False, True):
+        if noted:
+            ApiToken.objects.filter(pk=agent.token.pk).update(last_used_at=long_ago)
+        with CaptureQueriesContext(connection) as queries:
+            answer = agent.client.get("/api/v1/datasets/flood/head/", HTTP_IF_NONE_MATCH=etag)
+        assert answer.status_code == 304
+        statements = [q["sql"] for q in queries.captured_queries]
+        assert len(statements) == 2, "\n".join(statements)
+        assert ApiToken._meta.db_table in statements[0]
+        assert ThrottleBucket._meta.db_table in statements[1] and Dataset._meta.db_table in statements[1]
+    assert ApiToken.objects.get(pk=agent.token.pk).last_used_at > long_ago + timedelta(minutes=5)
+
+
+def test_head_polls_spend_the_token_budget_and_a_refusal_says_when_to_come_back(agent, dataset, monkeypatch):
+    monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "3/min"})
+    etag = agent.client.get("/api/v1/datasets/flood/head/")["ETag"]
+    polls = [agent.client.get("/api/v1/datasets/flood/head/", HTTP_IF_NONE_MATCH=etag) for _ in range(3)]
+    assert [p.status_code for p in polls] == [304, 304, 429]
+    assert polls[-1].json()["error"] == "throttled"
+    assert 1 <= int(polls[-1]["Retry-After"]) <= 20
+    assert "ETag" not in polls[-1]
+    # Refused before the name is looked up, as any call over its budget.
+    assert agent.client.get("/api/v1/datasets/nope/head/").status_code == 429
+    other = make_caller("agent.web2", Role.AGENT, server=agent.token.server)
+    assert other.client.get("/api/v1/datasets/flood/head/", HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert head.GATE.in_flight == 0
