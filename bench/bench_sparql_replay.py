@@ -2,8 +2,10 @@
 
 The workload is bench_agent_replay's (200 updates of ~1,000 triples: adds in
 Turtle and gzip N-Triples, replaces, drops, SPARQL updates; 191 operations after
-pruning), after an empty dump. Each side runs in its own subprocess against a
-store just emptied by the agent's own bootstrap (untimed), timed from its first
+pruning), after an empty dump. Each side of each round gets its own fresh Oxigraph
+server (a new `oxigraph serve` on an empty folder: the store's background work on an
+earlier side's writes never lands in the next side's time), and runs in its own
+subprocess against it after the agent's own bootstrap (untimed), timed from its first
 operation to its last (imports and the bootstrap outside the clock), its peak
 memory the process's own `VmHWM`. The raw side is a `requests` session sending
 the same operations from the same files, each body read whole (gunzipped) and
@@ -14,8 +16,9 @@ operation, status.json rewritten after each. With `verify: counts` it also
 parses each file for its distinct triples and a sample and asks the store one to
 three small queries per operation; that cost is reported beside the 1.15× goal,
 which is for `verify: off`. Sides alternate their order every round. Virtuoso
-(a private `virtuoso-t`, digest auth on `/sparql-auth`) gets the same replay,
-fewer rounds; its dump is loaded graph by graph.
+(a private `virtuoso-t`, digest auth on `/sparql-auth`; one instance for all its
+rounds, as it takes long to start) gets the same replay, fewer rounds; its dump is
+loaded graph by graph.
 
     python -m bench.bench_sparql_replay [--runs R] [--rounds N] [--virtuoso-rounds N]
 """
@@ -30,6 +33,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from bench.bench_agent_replay import build_workload
@@ -132,21 +137,42 @@ def build_roots(base: Path) -> tuple[Path, Path]:
 SIDES = ("raw", "verify off", "verify counts")
 
 
-def one_round(base: Path, n: int, root: Path, boot: Path, endpoints: dict) -> dict[str, dict]:
+@contextmanager
+def fresh_oxigraph(folder: Path) -> Iterator[dict]:
+    """A new Oxigraph server on an empty folder for one side of a round; its endpoints."""
+    from tests.stores.instances import start_oxigraph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    server = start_oxigraph(folder)
+    try:
+        yield {
+            "query_endpoint": f"{server.base}/query",
+            "update_endpoint": f"{server.base}/update",
+            "gsp_endpoint": f"{server.base}/store",
+        }
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def one_round(
+    base: Path, n: int, root: Path, boot: Path, store: Callable[[Path], AbstractContextManager[dict]]
+) -> dict[str, dict]:
     figures = {}
     for side in SIDES if n % 2 == 0 else reversed(SIDES):
         home = base / f"home-{n}-{side.replace(' ', '-')}"
-        config = {
-            "s3root": f"file://{root}",
-            "boot_root": f"file://{boot}",
-            "logArea": str(home / "log"),
-            "dblocation": str(home / "db"),
-            "dbname": "db",
-            "verify": "counts" if side == "verify counts" else "off",
-            "raw": side == "raw",
-            **endpoints,
-        }
-        figures[side] = measure(config)
+        with store(home / "store") as endpoints:
+            config = {
+                "s3root": f"file://{root}",
+                "boot_root": f"file://{boot}",
+                "logArea": str(home / "log"),
+                "dblocation": str(home / "db"),
+                "dbname": "db",
+                "verify": "counts" if side == "verify counts" else "off",
+                "raw": side == "raw",
+                **endpoints,
+            }
+            figures[side] = measure(config)
         shutil.rmtree(home, ignore_errors=True)
     return figures
 
@@ -205,27 +231,18 @@ def main(argv: list[str] | None = None) -> Outcome:
     parser.add_argument("--virtuoso-rounds", type=int, default=1, help="rounds per run on Virtuoso (0: none)")
     args = parser.parse_args(argv or [])
     sys.path.insert(0, str(REPO))
-    from tests.stores.instances import SPARQL_PASSWORD, SPARQL_USER, start_oxigraph, start_virtuoso
+    from tests.stores.instances import SPARQL_PASSWORD, SPARQL_USER, start_virtuoso
 
     base = Path(tempfile.mkdtemp(prefix="bench-sparql-", dir=os.environ.get("BENCH_DIR")))
     details: list[str] = []
     targets: list[Target] = []
     try:
         root, boot = build_roots(base)
-        server = start_oxigraph(base / "oxigraph")
-        try:
-            endpoints = {
-                "query_endpoint": f"{server.base}/query",
-                "update_endpoint": f"{server.base}/update",
-                "gsp_endpoint": f"{server.base}/store",
-            }
-            one_round(base, -1, root, boot, endpoints)  # warm-up
-            runs = [
-                [one_round(base, run * args.rounds + n, root, boot, endpoints) for n in range(args.rounds)]
-                for run in range(args.runs)
-            ]
-        finally:
-            server.stop()
+        one_round(base, -1, root, boot, fresh_oxigraph)  # warm-up
+        runs = [
+            [one_round(base, run * args.rounds + n, root, boot, fresh_oxigraph) for n in range(args.rounds)]
+            for run in range(args.runs)
+        ]
         targets += summarise("the Oxigraph server", runs, details)
         if args.virtuoso_rounds:
             virtuoso = start_virtuoso(base / "virtuoso")
@@ -237,10 +254,15 @@ def main(argv: list[str] | None = None) -> Outcome:
                     "gsp_endpoint": f"{virtuoso.base}/sparql-graph-crud-auth",
                     "auth": {"scheme": "digest", "username": SPARQL_USER, "password_file": str(secret)},
                 }
-                one_round(base, -1, root, boot, endpoints)
+
+                @contextmanager
+                def shared(_folder: Path) -> Iterator[dict]:
+                    yield endpoints
+
+                one_round(base, -1, root, boot, shared)
                 runs = [
                     [
-                        one_round(base, run * args.virtuoso_rounds + n, root, boot, endpoints)
+                        one_round(base, run * args.virtuoso_rounds + n, root, boot, shared)
                         for n in range(args.virtuoso_rounds)
                     ]
                     for run in range(args.runs)
