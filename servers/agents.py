@@ -2,7 +2,7 @@
 
 Push agents are called with dmsupdate.agent.client (no database needed, so a
 pool of these calls costs no connections), or many at once from one event loop
-(dmsupdate.agent.fleet, `call_in_fleet`); a pull-only agent is waited for
+(servers.fleet, `call_in_fleet`); a pull-only agent is waited for
 until its next status report arrives.
 """
 
@@ -26,7 +26,7 @@ from dmsupdate.agent.client import (
     Deadline,
     StatusWatcher,
 )
-from dmsupdate.agent.fleet import Fleet, Reply
+from servers.fleet import Fleet, Reply
 from servers.models import RunKind, RunResult, Server, StatusReport
 
 

@@ -2,7 +2,7 @@
 
 A job covers one server, a chosen few, or every enabled server of a dataset.
 The push agents of a job of several servers are called from one event loop
-(dmsupdate.agent.fleet: a thread each would cost seconds to start in a fleet of
+(servers.fleet: a thread each would cost seconds to start in a fleet of
 1,000); pull agents, and the one agent of a one-server job, are waited for in a
 thread pool. Neither writes to the database; the job's own thread is the one
 writer of its results: it records the answers as they come
@@ -26,11 +26,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
-from dmsupdate.agent.fleet import Fleet
 from jobs.models import Job, JobKind
 from jobs.registry import runs
 from jobs.services import JobFailed, bookkeeping, progress
 from servers.agents import AgentAnswer, Outcome, call_agent, call_in_fleet
+from servers.fleet import Fleet
 from servers.models import RunKind, RunResult, RunTrigger, Server, UpdateRun
 from servers.runs import begin_runs, finish_runs, longest_first, summarize
 

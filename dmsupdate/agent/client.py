@@ -5,7 +5,7 @@ agent itself. What is said to an agent (retries, Retry-After, following a run,
 the exceptions below for every outcome but a finished run) is written once, as
 `Talk`: generators that yield an `Ask` (a request to send) or seconds to wait,
 and are sent back the agent's `Answer`. `AgentClient` speaks it over requests,
-one call per thread; dmsupdate.agent.fleet speaks it to many agents at once
+one call per thread; servers.fleet speaks it to many agents at once
 from one event loop.
 """
 

@@ -1,4 +1,4 @@
-"""A fleet job calls its push agents from one event loop (dmsupdate.agent.fleet): the same outcomes as one call.
+"""A fleet job calls its push agents from one event loop (servers.fleet): the same outcomes as one call.
 
 The one-server paths of test_trigger.py go through AgentClient (requests); here the
 same refusals, waits and Retry-After come through the fleet's client, in one

@@ -7,8 +7,8 @@ concurrent.futures.Future, so the job's thread waits on it as on any other.
 The calls speak the same `Talk` as AgentClient (dmsupdate.agent.client): the
 same retries, Retry-After, deadlines, exceptions and messages, the same token
 header, timeouts, certificates (requests' CA bundle, or REQUESTS_CA_BUNDLE /
-CURL_CA_BUNDLE) and proxies from the environment. Only the control plane
-imports this module (aiohttp is in its extras, not the agent's).
+CURL_CA_BUNDLE) and proxies from the environment. It lives in the control plane
+(aiohttp is in the server extras, not the agent's).
 """
 
 from __future__ import annotations
