@@ -40,11 +40,11 @@ def _closure(distribution: str, extras: set[str]) -> set[str]:
     return seen
 
 
-def _imported_top_levels() -> dict[str, str]:
-    """Top-level modules imported by the app's code (tests, bench and migrations aside), with one file each."""
+def _imported_top_levels(folders: tuple[str, ...] = APP_PACKAGES) -> dict[str, str]:
+    """Top-level modules imported by the code under `folders` (migrations aside), with one file each."""
     found: dict[str, str] = {}
-    for package in APP_PACKAGES:
-        for path in (REPO / package).rglob("*.py"):
+    for folder in folders:
+        for path in (REPO / folder).rglob("*.py"):
             if "migrations" in path.parts:
                 continue
             tree = ast.parse(path.read_text(), str(path))
@@ -60,17 +60,29 @@ def _imported_top_levels() -> dict[str, str]:
     return found
 
 
-def test_every_third_party_import_of_the_app_comes_with_the_server_extra():
-    allowed = _closure("dmsupdate", {"server"})
+def _not_installed(allowed: set[str], folders: tuple[str, ...] = APP_PACKAGES) -> list[str]:
     providers = metadata.packages_distributions()
     missing = []
-    for module, where in sorted(_imported_top_levels().items()):
+    for module, where in sorted(_imported_top_levels(folders).items()):
         if module in sys.stdlib_module_names or module in APP_PACKAGES:
             continue
         dists = {canonicalize_name(d) for d in providers.get(module, [])}
         if dists and not dists & allowed:
             missing.append(f"{module} (from {', '.join(sorted(dists))}, imported in {where})")
+    return missing
+
+
+def test_every_third_party_import_of_the_app_comes_with_the_server_extra():
+    missing = _not_installed(_closure("dmsupdate", {"server"}))
     assert not missing, "not installed by `pip install .[server]`: " + "; ".join(missing)
+
+
+def test_the_agent_and_the_state_core_import_only_what_an_agent_install_brings():
+    # A data server installs `pip install .` (no extras): everything under dmsupdate/agent and
+    # dmsupdate/state must import there (the fleet caller, which needs aiohttp, is the control plane's).
+    missing = _not_installed(_closure("dmsupdate", set()), ("dmsupdate/agent", "dmsupdate/state"))
+    assert not missing, "not installed by `pip install .`: " + "; ".join(missing)
+    assert "aiohttp" not in _closure("dmsupdate", set()) and "django" not in _closure("dmsupdate", set())
 
 
 def test_the_check_sees_a_module_only_the_test_tools_bring():
