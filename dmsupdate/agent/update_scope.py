@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import re
 
-_IRI = r"""<[^<>"{}|^`\\\x00-\x20]*>"""
-_STRING = (
-    r'''"""(?:[^"\\]|\\.|"(?!""))*"""'''
-    r"""|'''(?:[^'\\]|\\.|'(?!''))*'''"""
-    r'''|"(?:[^"\\\n\r]|\\.)*"'''
-    r"""|'(?:[^'\\\n\r]|\\.)*'"""
-)
+from dmsupdate.state.content import SPARQL_COMMENT, SPARQL_IRI, SPARQL_STRING
+
 # One token at a time. Outside strings, `\` and the character after it stay together: in
 # an update the engine accepts, that is only a prefixed name's escape (`ex:a\'b`), which
 # it reads as part of the name, not as the start of a string.
 _TOKENS = re.compile(
     rf"""
-    (?P<space>(?:\s+|\#[^\n\r]*)+)
-  | (?P<iri>{_IRI})
-  | (?P<string>{_STRING})
+    (?P<space>(?:\s+|{SPARQL_COMMENT})+)
+  | (?P<iri>{SPARQL_IRI})
+  | (?P<string>{SPARQL_STRING})
   | (?P<brace>[{{}}])
   | (?P<word>(?:[^\s{{}}<>"'\#;\\]|\\.)+|;|.)
     """,
@@ -35,7 +30,7 @@ _TOKENS = re.compile(
 # Everything up to the next brace outside IRIs, strings and comments, in one match: a block
 # of data (thousands of triples in `INSERT DATA`) is passed without a Python step per term.
 _BLOCK_RUN = re.compile(
-    rf"""(?:\s+|\#[^\n\r]*|{_IRI}|{_STRING}|\\.|[^\s{{}}<"'\#\\]+|<)+""",
+    rf"""(?:\s+|{SPARQL_COMMENT}|{SPARQL_IRI}|{SPARQL_STRING}|\\.|[^\s{{}}<"'\#\\]+|<)+""",
     re.VERBOSE | re.DOTALL,
 )
 

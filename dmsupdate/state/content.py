@@ -43,18 +43,31 @@ class UnsafeContent(ValueError):
         self.code = code
 
 
+# SPARQL's lexical forms that may hold brackets, quotes or `#` without meaning them: one
+# definition, read alike by this screen and by the agent's update scope (dmsupdate.agent.update_scope).
+SPARQL_IRI = r"""<[^<>"{}|^`\\\x00-\x20]*>"""
+SPARQL_STRING = (
+    r'''"""(?:[^"\\]|\\.|"(?!""))*"""'''
+    r"""|'''(?:[^'\\]|\\.|'(?!''))*'''"""
+    r'''|"(?:[^"\\\n\r]|\\.)*"'''
+    r"""|'(?:[^'\\\n\r]|\\.)*'"""
+)
+SPARQL_COMMENT = r"\#[^\n\r]*"
+
+# Outside strings, `\` and the character after it stay together: in an update the engine
+# accepts, that is only a prefixed name's escape (`ex:o\'`), which it reads as part of the
+# name, not as the start of a string.
 _TOKEN = re.compile(
-    r"""
+    rf"""
     (?P<space>\s+)
-  | (?P<comment>\#[^\n\r]*)
-  | (?P<string>\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''
-              |"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')
-  | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
-  | (?P<name>[?$]\w+|_:[\w.-]+|(?:[A-Za-z][\w.-]*)?:(?:[^\s{}()\[\];,<>"'#\\]|\\.)*|@[A-Za-z]+(?:-[A-Za-z0-9]+)*)
+  | (?P<comment>{SPARQL_COMMENT})
+  | (?P<string>{SPARQL_STRING})
+  | (?P<iri>{SPARQL_IRI})
+  | (?P<name>[?$]\w+|_:[\w.-]+|(?:[A-Za-z][\w.-]*)?:(?:[^\s{{}}()\[\];,<>"'\#\\]|\\.)*|@[A-Za-z]+(?:-[A-Za-z0-9]+)*)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<open>[{(\[])
-  | (?P<close>[})\]])
+  | (?P<open>[{{(\[])
+  | (?P<close>[}})\]])
   | (?P<other>.)
     """,
     re.VERBOSE | re.DOTALL,
@@ -63,13 +76,7 @@ _TOKEN = re.compile(
 # comments read as _TOKEN reads them): the triples of INSERT DATA, DELETE DATA and VALUES
 # need no Python step each. No keyword inside a data block can run: the engine refuses one.
 _DATA_RUN = re.compile(
-    r"""
-    (?:\s+|\#[^\n\r]*
-      |\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''
-      |"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*'
-      |<[^<>"{}|^`\\\x00-\x20]*>
-      |\\.|[^\s{}()\[\]"'\#<\\]+|<)+
-    """,
+    rf"""(?:\s+|{SPARQL_COMMENT}|{SPARQL_STRING}|{SPARQL_IRI}|\\.|[^\s{{}}()\[\]"'\#<\\]+|<)+""",
     re.VERBOSE | re.DOTALL,
 )
 _ALL_GRAPHS = {"ALL", "NAMED", "DEFAULT"}
