@@ -41,7 +41,7 @@ from dmsupdate.agent.config import Config
 from dmsupdate.agent.embedded import _insert_data, _nquads, _trig, ledger_quads
 from dmsupdate.agent.images import pack_image
 from dmsupdate.agent.runner import Runner
-from dmsupdate.agent.status import write_status
+from dmsupdate.agent.status import StatusWriter
 from dmsupdate.state.keys import EffectiveTime, format_key
 from dmsupdate.state.plan import PlanEntry
 from dmsupdate.state.stores import open_store
@@ -132,6 +132,7 @@ def run_raw(
     started, cpu = time.perf_counter(), time.process_time()
     store = ox.Store(str(work / "raw"))
     state: dict = {"running": True, "applied": 0, "recent": []}
+    writer = StatusWriter(work / "raw-status.json") if status else None
     for entry in entries:
         record = ledger_quads((entry.key, *entry.settles)) if ledger else []
         path = root / entry.key
@@ -163,10 +164,12 @@ def run_raw(
                     store.load(
                         input=data + b"\n" + _nquads(record), format=ox.RdfFormat.N_QUADS, to_graph=graph
                     )
-        if status:
+        if writer is not None:
             state["recent"].append(entry.key)
             state.update(applied=state["applied"] + 1, effectiveDate=entry.effective.path)
-            write_status(work / "raw-status.json", state)
+            writer.save(state)
+    if writer is not None:
+        writer.close()
     del store  # closing the store is part of the work (the agent closes its store too)
     gc.collect()
     return time.perf_counter() - started, time.process_time() - cpu

@@ -22,7 +22,7 @@ from dmsupdate.agent.recent import RecentWindow
 from dmsupdate.agent.report import report_status
 from dmsupdate.agent.sparql import SparqlBackend
 from dmsupdate.agent.sparql_fingerprint import endpoint_fingerprint
-from dmsupdate.agent.status import RunLock, read_status, write_status
+from dmsupdate.agent.status import RunLock, StatusWriter, read_status, write_status
 from dmsupdate.state.keys import EffectiveTime, window_start_key
 from dmsupdate.state.plan import (
     LedgerState,
@@ -185,11 +185,13 @@ class Runner:
         status = read_status(path)
         status.update(running=True, applied=0, lastRun=kind, skipped=[], agentVersion=version())
         write_status(path, status)
+        self._writer = writer = StatusWriter(path)
         backend = self._backend(status)
         kept = self._kept()
         try:
             self._perform(kind, full_scan, backend, status)
         finally:
+            writer.close()
             if self._shown is not None:
                 self._shown.close()
             mode = "full" if verify else self.config.fingerprint
@@ -290,7 +292,6 @@ class Runner:
         log.error("run failed%s: %s", f" at {key}" if key else "", message)
 
     def _perform(self, kind: str, full_scan: bool, backend: Backend, status: dict[str, Any]) -> None:
-        path = self.config.status_path
         try:
             source = self._source()
             if self.config.cache_max_bytes > 0:
@@ -319,7 +320,7 @@ class Runner:
                 "%d key(s) dated ahead of this server's clock deferred: %s", len(plan.deferred), reason
             )
         self._shown = shown = RunProgress(
-            plan, lambda: write_status(path, status | {"progress": shown.fields()}), self.progress_out
+            plan, lambda: self._writer.save(status | {"progress": shown.fields()}), self.progress_out
         )
         source = CountingStore(source, shown)  # type: ignore[assignment]
         status["progress"] = shown.fields()
@@ -354,5 +355,5 @@ class Runner:
             shown.step()
             log.info("applied %s %s", entry.op, entry.key)
             status.update(tracker.fields(), applied=applied, lastUpdate=now_iso(), progress=shown.fields())
-            write_status(path, status)
+            self._writer.save(status)
         status.update(applied=applied, lastSucceeded=True, failedKey=None, error=None)

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,15 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     store, or SQLite for a remote endpoint); status.json is rebuilt from it at
     the start of every run, so a lost write after a power cut costs nothing.
     """
+    _write_text(path, render_status(status))
+
+
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(render_status(status))
+            out.write(text)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -56,6 +61,77 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+class StatusWriter:
+    """status.json rewritten by a thread of its own while a run applies operations.
+
+    `save` takes the status as it is now (rendered at once: the run goes on changing
+    it) and returns; the thread replaces the file by the same atomic rename as
+    `write_status`. A rename over the old file makes the file system start writing
+    the new one, which takes longer than the render; done here, it overlaps the
+    store's next operation instead of delaying it. Snapshots are written in order;
+    one saved while the previous is still being written replaces any older one not
+    yet written (the newer holds everything the older did). `flush` returns once the
+    last saved snapshot is on disk, and raises what a write raised (the run fails
+    as it would with `write_status`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._pending: str | None = None
+        self._writing = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def save(self, status: dict[str, Any]) -> None:
+        text = render_status(status)
+        with self._cond:
+            self._raise()
+            self._pending = text
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status.json", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: (self._pending is None and not self._writing) or self._error is not None)
+            self._raise()
+
+    def close(self) -> None:
+        """Write what is pending, then stop the thread (a write's error is not raised here)."""
+        with self._cond:
+            self._cond.wait_for(lambda: (self._pending is None and not self._writing) or self._error is not None)
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                text, self._pending = self._pending, None
+                self._writing = True
+            try:
+                _write_text(self.path, text)
+            except BaseException as exc:  # handed to the run at its next save or flush
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
 
 
 class RunLock:

@@ -66,6 +66,7 @@ def test_progress_in_status_json_while_the_run_goes(file_state, tmp_path, make_c
             self.store = open_store(file_state.root)
 
         def open(self, key: str):
+            runner._writer.flush()  # status.json is written by a thread of its own: what it shows a moment later
             seen.append({"key": key, **read_status(config.status_path)})
             return self.store.open(key)
 
