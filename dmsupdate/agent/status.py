@@ -98,17 +98,21 @@ class StatusWriter:
 
     def flush(self) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: (self._pending is None and not self._writing) or self._error is not None)
+            self._cond.wait_for(self._idle)
             self._raise()
 
     def close(self) -> None:
         """Write what is pending, then stop the thread (a write's error is not raised here)."""
         with self._cond:
-            self._cond.wait_for(lambda: (self._pending is None and not self._writing) or self._error is not None)
+            self._cond.wait_for(self._idle)
             self._closed = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
+
+    def _idle(self) -> bool:
+        """Nothing left to write (or a write failed); called holding the condition."""
+        return (self._pending is None and not self._writing) or self._error is not None
 
     def _raise(self) -> None:
         if self._error is not None:
