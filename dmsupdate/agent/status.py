@@ -45,22 +45,39 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     store, or SQLite for a remote endpoint); status.json is rebuilt from it at
     the start of every run, so a lost write after a power cut costs nothing.
     """
-    _write_text(path, render_status(status))
-
-
-def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    _replace(path, fd, Path(tmp), render_status(status).encode())
+
+
+def _replace(path: Path, fd: int, tmp: Path, data: bytes) -> None:
+    """Write `data` to `tmp` (open as `fd`), then rename it over `path`; `tmp` is gone either way."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """The writer thread's write: a few system calls, each letting the run's own thread go on.
+
+    The temporary file's name is fixed per process (one writer per run, under the run
+    lock); a run killed mid-write leaves it for the next run's cleanup of `.status-*`.
+    """
+    tmp = path.parent / f".status-{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    _replace(path, fd, tmp, data)
 
 
 class StatusWriter:
@@ -80,14 +97,14 @@ class StatusWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._cond = threading.Condition()
-        self._pending: str | None = None
+        self._pending: bytes | None = None
         self._writing = False
         self._error: BaseException | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
 
     def save(self, status: dict[str, Any]) -> None:
-        text = render_status(status)
+        text = render_status(status).encode()
         with self._cond:
             self._raise()
             self._pending = text
@@ -128,7 +145,7 @@ class StatusWriter:
                 text, self._pending = self._pending, None
                 self._writing = True
             try:
-                _write_text(self.path, text)
+                _write_bytes(self.path, text)
             except BaseException as exc:  # handed to the run at its next save or flush
                 with self._cond:
                     self._error = exc

@@ -40,7 +40,7 @@ def test_snapshots_land_in_order_and_a_newer_one_replaces_an_unwritten_older_one
     written: list[int] = []
     release = threading.Event()
     entered = threading.Event()
-    real = status_module._write_text
+    real = status_module._write_bytes
 
     def slow_write(target, text):
         entered.set()
@@ -48,7 +48,7 @@ def test_snapshots_land_in_order_and_a_newer_one_replaces_an_unwritten_older_one
         real(target, text)
         written.append(json.loads(text)["applied"])
 
-    monkeypatch.setattr(status_module, "_write_text", slow_write)
+    monkeypatch.setattr(status_module, "_write_bytes", slow_write)
     writer = StatusWriter(path)
     writer.save({"applied": 1})
     assert entered.wait(5)  # taken by the thread, held in the write
@@ -68,7 +68,7 @@ def test_a_failed_write_fails_the_next_save_or_flush(tmp_path, monkeypatch):
     def full_disk(target, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(status_module, "_write_text", full_disk)
+    monkeypatch.setattr(status_module, "_write_bytes", full_disk)
     writer = StatusWriter(path)
     writer.save({"applied": 1})
     with pytest.raises(OSError, match="No space left"):
