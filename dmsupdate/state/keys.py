@@ -65,6 +65,7 @@ def _day_seconds(date: str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)  # naive: isoformat() without an offset
 # Effective times are nanoseconds since 1970 in a signed 64-bit integer (the registry stores them
 # so): from 1970-01-01 up to 2262-04-11. A time outside cannot be represented: such a key is invalid.
 EARLIEST = _EPOCH
@@ -161,7 +162,8 @@ class EffectiveTime:
 
     def isoformat(self) -> str:
         """ISO 8601 with all nine fraction digits, e.g. `2016-01-15T04:00:01.262711077Z`."""
-        return self.to_datetime().strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.nanos % NANOS:09d}Z"
+        seconds, fraction = divmod(self.nanos, NANOS)
+        return f"{(_NAIVE_EPOCH + timedelta(seconds=seconds)).isoformat()}.{fraction:09d}Z"
 
     def __lt__(self, other: EffectiveTime) -> bool:
         return self.nanos < other.nanos
@@ -179,8 +181,11 @@ class EffectiveTime:
         return self.path
 
 
+@lru_cache(maxsize=4096)
 def iso(nanos: int | None) -> str | None:
-    """An effective time in ns as ISO 8601 with nanoseconds (`2016-01-15T04:00:01.262711077Z`), or None."""
+    """An effective time in ns as ISO 8601 with nanoseconds (`2016-01-15T04:00:01.262711077Z`), or None.
+
+    Cached: a fleet's servers mostly share a handful of effective times."""
     return EffectiveTime(nanos).isoformat() if nanos is not None else None
 
 

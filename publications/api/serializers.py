@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from dmsupdate.api_datetimes import datetime_output
 from dmsupdate.state.keys import GRAPH_OPS, iso
 from dmsupdate.state.stores import StoreError, open_store
 from publications.models import Dataset, PublicationEvent, StateObject
@@ -221,18 +221,10 @@ class StateObjectSerializer(serializers.ModelSerializer):
     def get_component(self, obj: StateObject) -> str | None:
         return (obj.arg or None) if obj.op == "postproc" else None
 
-    def _when(self):
-        """DRF's datetime output, with the current time zone looked up once per response."""
-        field = self.context.get("datetime_field")
-        if field is None:
-            field = serializers.DateTimeField(default_timezone=timezone.get_current_timezone())
-            self.context["datetime_field"] = field
-        return field.to_representation
-
     def to_representation(self, obj: StateObject) -> dict:
         """Meta.fields built directly: a page of the registry is 50 to 1,000 rows, and DRF's
         field-by-field walk cost more than the queries behind it."""
-        when = self._when()
+        when = datetime_output(self.context)
         return {
             "id": obj.pk,
             "dataset": obj.dataset.name,
