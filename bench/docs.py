@@ -32,12 +32,23 @@ the spread (lowest and highest run). Memory is the measured process's own peak
 (`VmHWM` from `/proc/self/status`, read inside that process). Each section gives the
 machine, date, command and the load average at its start and end: on a machine
 shared with other work, wall-clock figures move by tens of percent, so read a ratio
-together with its spread and the load.
+together with its spread and the load. Machines of the same kind are not equally fast
+either: sections measured since 2026-12-08 give the time of a fixed plain-Python loop on
+their machine (`reference loop`), so a figure in milliseconds from one section can be
+set against another's; ratios to the raw side do not depend on it.
 
 `make bench` runs everything but the fleet at 10x (`make bench SCALE=1` adds it:
 its data set takes a while to build the first time, then is kept); `python -m bench
 NAME` runs one benchmark (`python -m bench.bench_NAME --help` for its options).
 """
+
+
+def _reference(record: dict) -> str:
+    """The machine's reference loop (bench.report.reference_ms), where the record has it."""
+    ms = record["machine"].get("reference_ms")
+    if not ms:
+        return ""
+    return f"; reference loop ({report.REFERENCE_LOOP:,} additions in Python) {ms} ms"
 
 
 def _module_doc(name: str) -> tuple[str, str]:
@@ -118,7 +129,8 @@ def render(records: list[dict], kept: dict[str, tuple[str, list[list[str]]]] | N
         out.append(
             f"- **Command**: `{record['command']}`; {record['runs']} runs; took {record['seconds']:.0f} s\n"
             f"- **Date**: {record['date']}, commit `{record['machine'].get('commit', '')}`; "
-            f"load average {record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end\n"
+            f"load average {record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end"
+            f"{_reference(record)}\n"
         )
         target_rows = [
             [
