@@ -26,7 +26,17 @@ from django.utils import timezone
 
 from dmsupdate.state.keys import EffectiveTime
 from publications.models import Dataset, ObjectKind, ObjectState, StateObject
-from servers.lag import LAG_FIELDS, Heads, Lag, datasets_with_heads, lag_of, replay_start, report_stale
+from servers.lag import (
+    LAG_FIELDS,
+    Heads,
+    Lag,
+    datasets_with_heads,
+    lag_of,
+    lag_seconds,
+    replay_start,
+    report_stale,
+    state_of,
+)
 from servers.models import Agreement, Server, ServerState
 from servers.sparklines import lag_history
 
@@ -217,15 +227,21 @@ def section_rows(sections: int, one_dataset: bool) -> int:
     return min(SECTION_ROWS, max(MIN_SECTION_ROWS, PAGE_ROWS // max(1, sections)))
 
 
-def _sort_key(sort: str) -> Callable[[Any, Lag, int], Any]:
-    """A server's place in its section: a tuple of plain values ending with its index among
-    the servers read (they are read by name, so the index alone orders by name)."""
+def _sort_key(sort: str) -> Callable[[Any, str, int | None, int], Any]:
+    """A server's place in its section from its row, state and dataset head: a tuple of plain
+    values ending with its index among the servers read (they are read by name, so the index
+    alone orders by name)."""
     if sort == "state":
-        return lambda server, lag, i: (STATE_ORDER.get(lag.state, 99), server.name, i)
+        return lambda server, state, head_ns, i: (STATE_ORDER.get(state, 99), server.name, i)
     if sort == "lag":
-        # Never reported first (its lag is unknown), then the furthest behind.
-        return lambda server, lag, i: (lag.lag_seconds is not None, -(lag.lag_seconds or 0), server.name, i)
-    return lambda server, lag, i: i
+
+        def by_lag(server: Any, state: str, head_ns: int | None, i: int) -> tuple:
+            # Never reported first (its lag is unknown), then the furthest behind.
+            seconds = lag_seconds(head_ns, server.effective_ns)
+            return (seconds is not None, -(seconds or 0), server.name, i)
+
+        return by_lag
+    return lambda server, state, head_ns, i: i
 
 
 def _fleet_server(values: tuple) -> FleetServer:
@@ -270,23 +286,30 @@ def fleet(
     }
     stale = report_stale()
 
-    def lag(server: FleetServer) -> Lag:
-        section, heads, newest_times, missing_times = inputs[server.dataset_id]
+    def counts(server: FleetServer) -> tuple[int, int]:
+        """Its pending and missing updates."""
+        _section, heads, newest_times, missing_times = inputs[server.dataset_id]
         pending = pending_of(replay_start(server.effective_ns, heads), newest_times)
-        missing = missing_of(server.effective_ns, missing_times)
-        return lag_of(server, pending, section.head_ns, now, missing, stale)
+        return pending, missing_of(server.effective_ns, missing_times)
 
-    # Every server is judged (for the counts, the state filter and the sort) but only the
-    # shown ones are kept as objects: the others leave plain tuples, which the garbage
-    # collector stops tracking, rather than ten thousand objects for it to walk.
+    def lag(server: FleetServer) -> Lag:
+        pending, missing = counts(server)
+        return lag_of(server, pending, inputs[server.dataset_id][0].head_ns, now, missing, stale)
+
+    # Every server is judged (its state, for the counts, the state filter and the sort) but
+    # only the shown ones get their whole Lag and are kept as objects: the others leave
+    # plain tuples, which the garbage collector stops tracking, rather than ten thousand
+    # objects for it to walk.
     places: dict[int, list] = {pk: [] for pk in sections}
     key = _sort_key(sort)
     for i, values in enumerate(rows):
         server = _fleet_server(values)
-        judged = lag(server)
-        sections[server.dataset_id].states[judged.state] += 1
-        if not state or judged.state == state:
-            places[server.dataset_id].append(key(server, judged, i))
+        pending, missing = counts(server)
+        judged = state_of(server, pending, now, missing, stale)
+        section = sections[server.dataset_id]
+        section.states[judged] += 1
+        if not state or judged == state:
+            places[server.dataset_id].append(key(server, judged, section.head_ns, i))
     shown = section_rows(len(sections), one_dataset=bool(dataset))
     for pk, section in sections.items():
         order = places[pk]

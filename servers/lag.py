@@ -197,14 +197,17 @@ def lag_of(
 ) -> Lag:
     """Combine a server's report with the dataset head into its lag and state (`stale`: see state_of)."""
     now = now or timezone.now()
-    if head_ns is None:
-        lag: float | None = 0.0
-    elif server.effective_ns is None:
-        lag = None
-    else:
-        lag = max(0.0, (head_ns - server.effective_ns) / NANOS)
     state = state_of(server, pending, now, missing, stale)
-    return Lag(pending, lag, state, missing, catch_up(server, pending))
+    return Lag(pending, lag_seconds(head_ns, server.effective_ns), state, missing, catch_up(server, pending))
+
+
+def lag_seconds(head_ns: int | None, effective_ns: int | None) -> float | None:
+    """`lag_seconds`: how far the server's effective time is behind the head (None: it never reported one)."""
+    if head_ns is None:
+        return 0.0
+    if effective_ns is None:
+        return None
+    return max(0.0, (head_ns - effective_ns) / NANOS)
 
 
 def catch_up(server: Any, pending: int) -> float | None:
