@@ -23,7 +23,8 @@ from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from servers.api.filters import ServerFilter
 from servers.api.serializers import (
-    LIST_FIELDS,
+    LIST_COLUMNS,
+    ListedServer,
     ReportAcceptedSerializer,
     ServerRegisteredSerializer,
     ServerSerializer,
@@ -68,9 +69,9 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
         ).order_by("dataset__name", "name")
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        listed = self.filter_queryset(self.get_queryset()).values_list(*LIST_FIELDS, named=True)
+        listed = self.filter_queryset(self.get_queryset()).values_list(*LIST_COLUMNS)
         page = self.paginate_queryset(listed)
-        rows = list(page if page is not None else listed)
+        rows = [ListedServer._make(row) for row in (page if page is not None else listed)]
         data = ServerSerializer(rows, many=True, context=lag_context(self, rows)).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 

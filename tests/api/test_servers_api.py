@@ -195,6 +195,33 @@ def test_server_json_is_what_the_generic_serializer_gives(viewer, dataset, two_s
 
 
 @pytest.mark.django_db
+def test_each_listed_server_is_what_its_own_answer_gives(viewer, dataset, two_servers):
+    publish_rows(dataset, 0, 10)
+    now = timezone.now()
+    Server.objects.filter(name="web1").update(
+        effective_ns=T0,
+        last_report_at=now,
+        late_keys=["updates/late"],
+        diverged_ns=T0,
+        divergence={"reference": "majority", "graphs": [{"graph": "http://g", "triples": 1}]},
+        fingerprint={"mode": "full", "total": {"triples": 7, "hash": "ab" * 32}},
+        fingerprint_ns=T0,
+    )
+    # Lists read empty: no late keys; a divergence kept from before the server agreed again.
+    Server.objects.exclude(name="web1").update(
+        effective_ns=T0, last_report_at=now, late_keys=[], diverged_ns=None, divergence={"reference": "old"}
+    )
+    listed = viewer.client.get("/api/v1/servers/?limit=100").json()["results"]
+    assert {s["name"] for s in listed} == set(Server.objects.values_list("name", flat=True))
+    for server in listed:
+        assert server == viewer.client.get(f"/api/v1/servers/{server['name']}/").json()
+    by_name = {s["name"]: s for s in listed}
+    assert by_name["web1"]["late_keys"] == ["updates/late"] and by_name["web1"]["divergence"]["graphs"]
+    others = [s for name, s in by_name.items() if name != "web1"]
+    assert others and all(s["late_keys"] == [] and s["divergence"] is None for s in others)
+
+
+@pytest.mark.django_db
 def test_server_list_takes_the_same_number_of_queries_for_two_or_twenty_servers(viewer, dataset, two_servers):
     publish_rows(dataset, 0, 1)
 
