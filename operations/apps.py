@@ -8,9 +8,9 @@ class OperationsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from dmsupdate.postgres import read_timestamps_fast
+        from dmsupdate.postgres import configure_connections
         from dmsupdate.schedules import after_migrate
         from operations.schedules import ensure_schedules
 
         after_migrate(self, ensure_schedules)
-        read_timestamps_fast()
+        configure_connections()
