@@ -111,8 +111,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Parameters bound by the server and statements prepared after a few uses:
     # the registry's hot statements (publication, token lookup, throttle) are
-    # parsed once per connection instead of once per request, and still planned
-    # for each execution's values (dmsupdate.postgres: a generic plan can be ruinous).
+    # parsed and planned once per connection instead of once per request; range
+    # reads over the registry are planned for their values (dmsupdate.postgres).
     # Behind a transaction-pooling PgBouncer older than 1.21, turn preparing off.
     DATABASES["default"]["OPTIONS"] = {
         "server_side_binding": True,

@@ -26,6 +26,7 @@ from accounts.permissions import (
 )
 from audit.services import actor_name, record
 from dmsupdate.api import ApiError
+from dmsupdate.postgres import planned_for_values
 from jobs.api.serializers import JobAcceptedSerializer, JobSerializer
 from jobs.models import JobKind
 from jobs.services import start_job
@@ -380,6 +381,11 @@ class StateObjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     # Ordered as the (dataset, key) unique index holds the rows, so a page is a walk of that
     # index that stops after the page, not a sort of every matching row (millions at scale).
     queryset = StateObject.objects.select_related("dataset").order_by("dataset_id", "key")
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        # Ranges of times, tags and states over millions of rows: a generic plan can cost 100x.
+        with planned_for_values():
+            return super().list(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[StateObject]:
         """A publisher token limited to datasets reads their objects only."""
