@@ -163,10 +163,8 @@ class EmbeddedBackend:
         if keys:
             self.store.extend(ledger_quads(keys))
 
-    def apply(self, entry: PlanEntry, source: ObjectStore, following: PlanEntry | None = None) -> None:
-        """Run one update operation and record it (and the keys it settles) in the same transaction.
-
-        (`following` is for backends that read ahead; the embedded store works in this thread.)"""
+    def apply(self, entry: PlanEntry, source: ObjectStore) -> None:
+        """Run one update operation and record it (and the keys it settles) in the same transaction."""
         record = ledger_quads((entry.key, *entry.settles))
         store = self.store
         if entry.op in ("drop", "add", "replace"):

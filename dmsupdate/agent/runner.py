@@ -334,8 +334,9 @@ class Runner:
         except Exception as exc:
             self._fail(status, None, exc)
             return
-        to_run = [entry for entry in plan.entries if not entry.skip]
-        for i, entry in enumerate(to_run):
+        for entry in plan.entries:
+            if entry.skip:
+                continue
             try:
                 if entry is plan.bootstrap:
                     log.info("installing %s %s", entry.op, entry.key)
@@ -344,7 +345,7 @@ class Runner:
                     status["image"] = entry.key
                     status["late"] = []
                 else:
-                    backend.apply(entry, source, to_run[i + 1] if i + 1 < len(to_run) else None)
+                    backend.apply(entry, source)
                     tracker.add(entry)
             except Exception as exc:  # any failure stops the run here and is named in status
                 status["applied"] = applied

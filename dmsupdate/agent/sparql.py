@@ -23,9 +23,8 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import requests
 
@@ -33,7 +32,6 @@ from dmsupdate.agent.config import Config
 from dmsupdate.agent.dumpload import load_dump, verify_hook_load
 from dmsupdate.agent.errors import AgentError, OperationFailed
 from dmsupdate.agent.rdfspool import read_facts, spool
-from dmsupdate.agent.readahead import ReadAhead
 from dmsupdate.agent.screening import read_update, screened
 from dmsupdate.agent.sparql_http import SparqlClient, check_response
 from dmsupdate.agent.sparql_verify import verify_add, verify_dropped, verify_replace
@@ -106,14 +104,12 @@ class SparqlBackend:
         self._status_effective = status_effective
         self.verify = config.verify == "counts"
         self.dump_mode: str | None = None  # how the last dump was loaded: hook, quads or graphs
-        self._ahead = ReadAhead()
 
     @property
     def session(self) -> requests.Session:
         return self.client.session
 
     def close(self) -> None:
-        self._ahead.close()
         self.client.close()
         self.ledger.close()
 
@@ -142,55 +138,30 @@ class SparqlBackend:
         if keys:
             self.ledger.record(keys)
 
-    def apply(self, entry: PlanEntry, source: ObjectStore, following: PlanEntry | None = None) -> None:
-        """Run one operation on the endpoint (and check it), then record it and what it settles in the ledger.
-
-        `following`, the plan's next operation, has its object read ahead while the
-        endpoint works on this one (dmsupdate.agent.readahead).
-        """
+    def apply(self, entry: PlanEntry, source: ObjectStore) -> None:
+        """Run one operation on the endpoint (and check it), then record it and what it settles in the ledger."""
         what = f"{entry.op} {entry.key}"
         if entry.op == "drop":
             assert entry.graph is not None
-            self._read_ahead(following, source)
             self.client.delete_graph(entry.graph, what)
             if self.verify:
                 verify_dropped(self.client, entry.graph, what)
         elif entry.op in ("update", "postproc"):
-            text = self._ahead.take(entry.key, self._reader(entry, source))
-            self._read_ahead(following, source)
-            self.client.update(text, what)
+            self.client.update(read_update(source, entry.info), what)
         elif entry.op in ("add", "replace"):
-            self._upload(entry, source, what, following)
+            fmt = (entry.format or "").removesuffix(".gz")
+            media = MEDIA_TYPES.get(fmt)
+            if media is None or entry.graph is None:
+                raise OperationFailed(f"{what}: no media type for format {entry.format!r}")
+            self._upload(entry, source, media, what)
         else:
             raise OperationFailed(f"{entry.op} is not an update operation")
         self.ledger.record([entry.key, *entry.settles])
 
-    def _reader(self, entry: PlanEntry, source: ObjectStore) -> Callable[[], Any]:
-        """How `entry`'s object is read: an update's screened text, or an upload's spooled body."""
-        what = f"{entry.op} {entry.key}"
-        if entry.op in ("update", "postproc"):
-            return lambda: read_update(source, entry.info)
-        media = MEDIA_TYPES.get((entry.format or "").removesuffix(".gz"))
-        if media is None or entry.graph is None:
-            raise OperationFailed(f"{what}: no media type for format {entry.format!r}")
-        return lambda: self._spool(source, entry.info, media, what)
-
-    def _read_ahead(self, entry: PlanEntry | None, source: ObjectStore) -> None:
-        if entry is None or entry.op not in ("update", "postproc", "add", "replace"):
-            return
-        try:
-            read = self._reader(entry, source)
-        except OperationFailed:
-            return  # raised again when its turn comes
-        self._ahead.start(entry.key, read)
-
-    def _upload(self, entry: PlanEntry, source: ObjectStore, what: str, following: PlanEntry | None) -> None:
+    def _upload(self, entry: PlanEntry, source: ObjectStore, media: str, what: str) -> None:
         """Spool the object, read its facts (verify), send it with its length, then check the graph."""
         assert entry.graph is not None
-        read = self._reader(entry, source)
-        media = MEDIA_TYPES[(entry.format or "").removesuffix(".gz")]
-        with self._ahead.take(entry.key, read) as body:
-            self._read_ahead(following, source)
+        with self._spool(source, entry.info, media, what) as body:
             facts = None
             if self.verify:
                 try:
